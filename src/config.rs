@@ -1,0 +1,169 @@
+//! The transport's configuration.
+
+use std::{ffi::OsStr, time::Duration};
+
+/// The environment variable that turns port reuse off, as in go-libp2p: `false`, `f` or `0`
+/// (any case) disables it; any other value, or none, leaves [`Config::port_reuse`] in charge.
+pub const PORT_REUSE_ENV: &str = "LIBP2P_TCP_REUSEPORT";
+
+/// How the [`Transport`](crate::Transport) configures its sockets.
+///
+/// Options set on a listening socket are inherited by the sockets it accepts (Linux, the BSDs,
+/// macOS and Windows all do this), so accepting costs no extra system call.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let config = libp2p_reuseport::Config::new()
+///     .nodelay(true)
+///     .keepalive(Some(Duration::from_secs(30)))
+///     .listen_backlog(4096);
+/// let transport = libp2p_reuseport::Transport::new(config);
+/// # let _ = transport;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) nodelay: bool,
+    pub(crate) ttl: Option<u32>,
+    pub(crate) linger: Option<Duration>,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) backlog: u32,
+    pub(crate) port_reuse: bool,
+}
+
+impl Config {
+    /// The defaults:
+    ///
+    /// - `TCP_NODELAY` on (Nagle's algorithm off): libp2p's multiplexers write small frames.
+    /// - TTL / hop limit: the OS default.
+    /// - `SO_LINGER`: not set (the OS default: `close` returns at once, the kernel sends what is
+    ///   left in the background).
+    /// - TCP keepalive: off.
+    /// - listen backlog: 1024.
+    /// - port reuse: on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when
+    ///   the [`Transport`](crate::Transport) is created.
+    pub fn new() -> Self {
+        Self {
+            nodelay: true,
+            ttl: None,
+            linger: None,
+            keepalive: None,
+            backlog: 1024,
+            port_reuse: true,
+        }
+    }
+
+    /// Sets `TCP_NODELAY` on every socket. Default: `true`.
+    pub fn nodelay(mut self, value: bool) -> Self {
+        self.nodelay = value;
+        self
+    }
+
+    /// Sets the TTL of outgoing packets: `IP_TTL` on IPv4 sockets, `IPV6_UNICAST_HOPS` on IPv6
+    /// sockets. Default: the OS default (64 on Linux).
+    pub fn ttl(mut self, value: u32) -> Self {
+        self.ttl = Some(value);
+        self
+    }
+
+    /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes `close` reset the connection instead of
+    /// closing it gracefully. Default: `None` (not set).
+    pub fn linger(mut self, value: Option<Duration>) -> Self {
+        self.linger = value;
+        self
+    }
+
+    /// Turns on TCP keepalive (`SO_KEEPALIVE`) with the given idle time before the first probe
+    /// (`TCP_KEEPIDLE` on Linux, `TCP_KEEPALIVE` on macOS). Default: `None` (off).
+    pub fn keepalive(mut self, value: Option<Duration>) -> Self {
+        self.keepalive = value;
+        self
+    }
+
+    /// The backlog passed to `listen(2)`. Default: 1024. The kernel caps it
+    /// (`net.core.somaxconn` on Linux).
+    pub fn listen_backlog(mut self, value: u32) -> Self {
+        self.backlog = value;
+        self
+    }
+
+    /// Whether dials with `PortUse::Reuse` leave from a listening port. Default: `true`.
+    ///
+    /// With `false`, listeners do not set `SO_REUSEPORT` and every dial uses an ephemeral port.
+    /// The environment variable [`PORT_REUSE_ENV`] set to `false`, `f` or `0` turns reuse off
+    /// even when this says `true`: it is the operator's switch. Platforms without `SO_REUSEPORT`
+    /// (Windows, Solaris, illumos) never reuse ports.
+    pub fn port_reuse(mut self, value: bool) -> Self {
+        self.port_reuse = value;
+        self
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether the value of [`PORT_REUSE_ENV`] turns port reuse off.
+pub(crate) fn env_disables_reuse(value: Option<&OsStr>) -> bool {
+    value
+        .and_then(OsStr::to_str)
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "f" | "0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = Config::default();
+        assert!(config.nodelay);
+        assert_eq!(config.ttl, None);
+        assert_eq!(config.linger, None);
+        assert_eq!(config.keepalive, None);
+        assert_eq!(config.backlog, 1024);
+        assert!(config.port_reuse);
+    }
+
+    #[test]
+    fn setters() {
+        let config = Config::new()
+            .nodelay(false)
+            .ttl(7)
+            .linger(Some(Duration::ZERO))
+            .keepalive(Some(Duration::from_secs(9)))
+            .listen_backlog(5)
+            .port_reuse(false);
+        assert!(!config.nodelay);
+        assert_eq!(config.ttl, Some(7));
+        assert_eq!(config.linger, Some(Duration::ZERO));
+        assert_eq!(config.keepalive, Some(Duration::from_secs(9)));
+        assert_eq!(config.backlog, 5);
+        assert!(!config.port_reuse);
+    }
+
+    #[test]
+    fn environment_values() {
+        let table: &[(Option<&str>, bool)] = &[
+            (None, false),
+            (Some("false"), true),
+            (Some("f"), true),
+            (Some("0"), true),
+            (Some("FALSE"), true),
+            (Some(" F "), true),
+            (Some("true"), false),
+            (Some("1"), false),
+            (Some(""), false),
+            (Some("no"), false),
+        ];
+        for (value, disables) in table {
+            assert_eq!(
+                env_disables_reuse(value.map(OsStr::new)),
+                *disables,
+                "{value:?}"
+            );
+        }
+    }
+}

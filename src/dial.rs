@@ -1,0 +1,83 @@
+//! The dial future: choose the source, bind, connect, fall back to an ephemeral port once.
+
+use std::{io, net::SocketAddr};
+
+use crate::{
+    Config, TcpStream,
+    port_reuse::PortReuse,
+    route, socket,
+    stream::{Fallback, PortOrigin},
+};
+
+/// Connects to `remote`. With `reuse`, leaves from a listening port chosen by the port-reuse
+/// table when one is free, else from an ephemeral port.
+///
+/// Nothing happens before the first poll. Dropping the future at any point closes the socket and
+/// releases the reserved pair.
+pub(crate) async fn dial(
+    config: Config,
+    remote: SocketAddr,
+    reuse: Option<PortReuse>,
+) -> io::Result<TcpStream> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(format!(
+            "dial {remote}: libp2p-reuseport needs a tokio runtime"
+        )));
+    }
+    let lease = match reuse {
+        Some(table) => table.reserve(remote, route::source_ip),
+        None => Err(Fallback::NotRequested),
+    };
+    let fallback = match lease {
+        Ok(lease) => {
+            let local = lease.local();
+            match connect(&config, remote, Some(local)).await {
+                Ok(io) => return Ok(TcpStream::new(io, PortOrigin::Reused, Some(lease))),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+                    ) =>
+                {
+                    tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
+                    Fallback::Refused(e.kind())
+                }
+                Err(e) => return Err(with_addrs(e, Some(local), remote)),
+            }
+        }
+        Err(fallback @ (Fallback::NotRequested | Fallback::Disabled)) => fallback,
+        Err(fallback) => {
+            tracing::debug!(%remote, reason = ?fallback, "no listening port to reuse, dialing from an ephemeral port");
+            fallback
+        }
+    };
+    let io = connect(&config, remote, None)
+        .await
+        .map_err(|e| with_addrs(e, None, remote))?;
+    Ok(TcpStream::new(io, PortOrigin::Ephemeral(fallback), None))
+}
+
+/// Opens a socket, binds `local` (sharing the port with its listener) if given, and connects.
+async fn connect(
+    config: &Config,
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
+) -> io::Result<tokio::net::TcpStream> {
+    let socket = socket::tcp(config, remote)?;
+    if let Some(local) = local {
+        socket::share_port(&socket)?;
+        socket.bind(&local.into())?;
+    }
+    tokio::net::TcpSocket::from_std_stream(socket.into())
+        .connect(remote)
+        .await
+}
+
+/// Puts the addresses of the dial into the error's message, keeping its kind.
+fn with_addrs(e: io::Error, local: Option<SocketAddr>, remote: SocketAddr) -> io::Error {
+    let message = match local {
+        Some(local) => format!("dial {remote} from {local}: {e}"),
+        None => format!("dial {remote}: {e}"),
+    };
+    io::Error::new(e.kind(), message)
+}

@@ -1,0 +1,66 @@
+//! A TCP transport for [rust-libp2p](https://github.com/libp2p/rust-libp2p) whose outgoing
+//! connections leave from the node's own listening ports.
+//!
+//! That one property is what makes TCP hole punching (libp2p's DCUtR) work behind NATs: a
+//! port-preserving NAT maps the listening port to the same public port for every destination, so
+//! the address other peers observe (identify's observed address) is one they can dial.
+//!
+//! A dial with `PortUse::Reuse` picks its source from the transport's port-reuse table,
+//! deterministically:
+//!
+//! | destination | first choice | then | else |
+//! |---|---|---|---|
+//! | loopback | a listener on a loopback IP of its family | a wildcard listener, bound to the loopback IP | ephemeral port |
+//! | anything else | a listener on exactly the IP the kernel routes from | a wildcard listener, bound to that IP | ephemeral port |
+//!
+//! Within each column the listener registered first wins. A candidate whose (local, remote) pair
+//! is already used by a live connection, or that is the destination itself, is skipped without
+//! a system call. If the kernel still refuses the listening port (`EADDRINUSE`,
+//! `EADDRNOTAVAIL`), the dial is retried once from an ephemeral port. Every
+//! [`TcpStream`] says where its port came from ([`TcpStream::port_origin`]).
+//!
+//! Listeners and reusing dials set `SO_REUSEPORT` (unix except Solaris and illumos); elsewhere
+//! the transport works with port reuse off. IPv6 sockets set `IPV6_V6ONLY`.
+//!
+//! # Example
+//!
+//! ```
+//! use libp2p::{SwarmBuilder, core::upgrade::Version, noise, ping, yamux, Transport as _};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut swarm = SwarmBuilder::with_new_identity()
+//!     .with_tokio()
+//!     .with_other_transport(|key| {
+//!         libp2p_reuseport::Transport::new(libp2p_reuseport::Config::new())
+//!             .upgrade(Version::V1Lazy)
+//!             .authenticate(noise::Config::new(key)?)
+//!             .multiplex(yamux::Config::default())
+//!             .boxed()
+//!     })?
+//!     .with_behaviour(|_| ping::Behaviour::default())?
+//!     .build();
+//! swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Do not also call `with_tcp` on the builder: libp2p-tcp would be asked first for every TCP
+//! address and this transport would never dial.
+
+mod config;
+mod dial;
+mod listener;
+mod multiaddr;
+mod port_reuse;
+mod route;
+mod socket;
+mod stream;
+mod transport;
+
+pub use crate::{
+    config::{Config, PORT_REUSE_ENV},
+    port_reuse::PortReuse,
+    stream::{Fallback, PortOrigin, TcpStream},
+    transport::Transport,
+};

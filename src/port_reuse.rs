@@ -1,0 +1,542 @@
+//! The shared port-reuse table: which listening addresses a dial may leave from, which outbound
+//! connections already hold a (local, remote) pair, and the deterministic choice between them.
+//!
+//! Pure bookkeeping: no sockets. The one system call a choice may need (the route lookup) is
+//! passed in by the caller and made without holding the lock.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use crate::{route, stream::Fallback};
+
+/// A handle on the transport's port-reuse table, for observing what dials will do.
+///
+/// Cloning is cheap; every clone sees the same table. Obtained with
+/// [`Transport::port_reuse`](crate::Transport::port_reuse).
+#[derive(Clone)]
+pub struct PortReuse {
+    enabled: bool,
+    table: Arc<Mutex<Table>>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Registered listening addresses with their reference count and registration number.
+    listeners: HashMap<SocketAddr, Registered>,
+    /// Ports per bound IP in registration order. The unspecified IPs (`0.0.0.0`, `::`) hold the
+    /// wildcard listeners.
+    by_ip: HashMap<IpAddr, BTreeMap<u64, u16>>,
+    /// Listeners bound to a loopback IP, per family (0: IPv4, 1: IPv6), in registration order.
+    loopback: [BTreeMap<u64, SocketAddr>; 2],
+    /// How many distinct addresses of each family are registered.
+    per_family: [usize; 2],
+    /// (local, remote) of the live outbound connections that left from a listening port.
+    live: HashSet<(SocketAddr, SocketAddr)>,
+    /// The registration number of the next new address.
+    next_seq: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Registered {
+    refs: usize,
+    seq: u64,
+}
+
+impl PortReuse {
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            table: Arc::default(),
+        }
+    }
+
+    /// Whether dials may reuse listening ports at all (configuration, environment, platform).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The registered listening addresses, in registration order, each once. A wildcard listener
+    /// appears with its unspecified IP (`0.0.0.0:port`, `[::]:port`).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        let table = self.lock();
+        let mut addrs: Vec<_> = table.listeners.iter().map(|(a, r)| (r.seq, *a)).collect();
+        addrs.sort_unstable();
+        addrs.into_iter().map(|(_, addr)| addr).collect()
+    }
+
+    /// How many outbound connections that left from a listening port are open.
+    pub fn live_connections(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    /// The local address a dial to `remote` with `PortUse::Reuse` would bind now, or why it would
+    /// use an ephemeral port. For a non-loopback `remote` this asks the kernel for the route (no
+    /// packet is sent).
+    pub fn source_for(&self, remote: SocketAddr) -> Result<SocketAddr, Fallback> {
+        let source = self.source_ip(remote, route::source_ip)?;
+        self.lock().select(remote, source)
+    }
+
+    /// Registers a bound listening address; the address stays registered while the returned
+    /// guard lives. Registering an address twice counts references.
+    pub(crate) fn register(&self, addr: SocketAddr) -> Registration {
+        self.lock().register(addr);
+        tracing::trace!(%addr, "registered for port reuse");
+        Registration {
+            table: self.clone(),
+            addr,
+        }
+    }
+
+    /// Picks the source address for a dial to `remote` and marks the pair live until the
+    /// returned lease is dropped. `route` tells which local IP the kernel would use to reach a
+    /// non-loopback `remote`; it runs without the table's lock held.
+    pub(crate) fn reserve(
+        &self,
+        remote: SocketAddr,
+        route: impl FnOnce(SocketAddr) -> io::Result<IpAddr>,
+    ) -> Result<Lease, Fallback> {
+        let source = self.source_ip(remote, route)?;
+        let local = {
+            let mut table = self.lock();
+            let local = table.select(remote, source)?;
+            table.live.insert((local, remote));
+            local
+        };
+        Ok(Lease {
+            table: self.clone(),
+            local,
+            remote,
+        })
+    }
+
+    /// The IP a wildcard listener would bind for a dial to `remote`.
+    fn source_ip(
+        &self,
+        remote: SocketAddr,
+        route: impl FnOnce(SocketAddr) -> io::Result<IpAddr>,
+    ) -> Result<IpAddr, Fallback> {
+        if !self.enabled {
+            return Err(Fallback::Disabled);
+        }
+        if !self.lock().has_family(remote.ip()) {
+            return Err(Fallback::NoListener);
+        }
+        match remote.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => Ok(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_loopback() => Ok(Ipv6Addr::LOCALHOST.into()),
+            _ => route(remote).map_err(|error| {
+                tracing::debug!(%remote, %error, "route lookup failed");
+                Fallback::NoRoute
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Nothing panics while holding the lock, and every update leaves the table consistent,
+        // so a poisoned lock still guards a valid table.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for PortReuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortReuse")
+            .field("enabled", &self.enabled)
+            .field("listen_addrs", &self.listen_addrs())
+            .field("live_connections", &self.live_connections())
+            .finish()
+    }
+}
+
+impl Table {
+    fn register(&mut self, addr: SocketAddr) {
+        if let Some(registered) = self.listeners.get_mut(&addr) {
+            registered.refs += 1;
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.listeners.insert(addr, Registered { refs: 1, seq });
+        self.per_family[family(addr.ip())] += 1;
+        self.by_ip
+            .entry(addr.ip())
+            .or_default()
+            .insert(seq, addr.port());
+        if addr.ip().is_loopback() {
+            self.loopback[family(addr.ip())].insert(seq, addr);
+        }
+    }
+
+    fn unregister(&mut self, addr: SocketAddr) {
+        let Some(registered) = self.listeners.get_mut(&addr) else {
+            return;
+        };
+        registered.refs -= 1;
+        if registered.refs > 0 {
+            return;
+        }
+        let seq = registered.seq;
+        self.listeners.remove(&addr);
+        self.per_family[family(addr.ip())] -= 1;
+        if let Some(ports) = self.by_ip.get_mut(&addr.ip()) {
+            ports.remove(&seq);
+            if ports.is_empty() {
+                self.by_ip.remove(&addr.ip());
+            }
+        }
+        self.loopback[family(addr.ip())].remove(&seq);
+    }
+
+    /// Whether any listener of `ip`'s family is registered.
+    fn has_family(&self, ip: IpAddr) -> bool {
+        self.per_family[family(ip)] > 0
+    }
+
+    /// The first free candidate for a dial to `remote`, `source` being the IP the kernel would
+    /// send from. Candidates, each tier in registration order:
+    /// - loopback `remote`: listeners on a loopback IP of the family, then wildcard listeners;
+    /// - otherwise: listeners bound to exactly `source`, then wildcard listeners.
+    ///
+    /// A candidate is skipped when its pair with `remote` is live or when it is `remote` itself
+    /// (a TCP self-connection).
+    fn select(&self, remote: SocketAddr, source: IpAddr) -> Result<SocketAddr, Fallback> {
+        let loopback = remote.ip().is_loopback();
+        let on_loopback = loopback.then(|| self.loopback[family(source)].values().copied());
+        let on_source = (!loopback).then(|| self.ports_on(source));
+        let on_wildcard = self.ports_on(unspecified(source));
+        let candidates = on_loopback.into_iter().flatten().chain(
+            on_source
+                .into_iter()
+                .flatten()
+                .chain(on_wildcard)
+                .map(|port| SocketAddr::new(source, port)),
+        );
+        let mut any = false;
+        for local in candidates {
+            any = true;
+            if local != remote && !self.live.contains(&(local, remote)) {
+                return Ok(local);
+            }
+        }
+        Err(if any {
+            Fallback::Busy
+        } else {
+            Fallback::NoListener
+        })
+    }
+
+    fn ports_on(&self, ip: IpAddr) -> impl Iterator<Item = u16> + '_ {
+        self.by_ip
+            .get(&ip)
+            .into_iter()
+            .flat_map(|ports| ports.values().copied())
+    }
+}
+
+/// Keeps a listening address registered; unregisters it when dropped.
+pub(crate) struct Registration {
+    table: PortReuse,
+    addr: SocketAddr,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.table.lock().unregister(self.addr);
+        tracing::trace!(addr = %self.addr, "unregistered from port reuse");
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Registration").field(&self.addr).finish()
+    }
+}
+
+/// Marks a (local, remote) pair live; releases it when dropped.
+pub(crate) struct Lease {
+    table: PortReuse,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+impl Lease {
+    /// The listening address to bind.
+    pub(crate) fn local(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.table.lock().live.remove(&(self.local, self.remote));
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .finish()
+    }
+}
+
+fn family(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 0,
+        IpAddr::V6(_) => 1,
+    }
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A route lookup that must not happen.
+    fn no_route_lookup(remote: SocketAddr) -> io::Result<IpAddr> {
+        panic!("unexpected route lookup for {remote}")
+    }
+
+    fn route_to(ip: &'static str) -> impl Fn(SocketAddr) -> io::Result<IpAddr> {
+        move |_| Ok(ip.parse().unwrap())
+    }
+
+    fn choose(
+        table: &PortReuse,
+        remote: &str,
+        route: &'static str,
+    ) -> Result<SocketAddr, Fallback> {
+        table
+            .reserve(sa(remote), route_to(route))
+            .map(|lease| lease.local())
+    }
+
+    #[test]
+    fn loopback_destination_prefers_loopback_listener_then_wildcard() {
+        let table = PortReuse::new(true);
+        let _wildcard = table.register(sa("0.0.0.0:2000"));
+        let _specific = table.register(sa("10.0.0.5:3000"));
+        let lo = table.register(sa("127.0.0.2:1000"));
+        let lease = table
+            .reserve(sa("127.0.0.1:9000"), no_route_lookup)
+            .unwrap();
+        assert_eq!(lease.local(), sa("127.0.0.2:1000"));
+        drop((lo, lease));
+        let lease = table
+            .reserve(sa("127.0.0.1:9000"), no_route_lookup)
+            .unwrap();
+        assert_eq!(
+            lease.local(),
+            sa("127.0.0.1:2000"),
+            "wildcard binds the loopback IP"
+        );
+    }
+
+    #[test]
+    fn routed_destination_prefers_exact_ip_then_wildcard() {
+        let table = PortReuse::new(true);
+        let wildcard = table.register(sa("0.0.0.0:2000"));
+        let _other_ip = table.register(sa("10.0.1.5:4000"));
+        let _lo = table.register(sa("127.0.0.1:1000"));
+        let exact = table.register(sa("10.0.0.5:3000"));
+        assert_eq!(
+            choose(&table, "10.0.0.9:80", "10.0.0.5"),
+            Ok(sa("10.0.0.5:3000"))
+        );
+        drop(exact);
+        assert_eq!(
+            choose(&table, "10.0.0.9:80", "10.0.0.5"),
+            Ok(sa("10.0.0.5:2000"))
+        );
+        drop(wildcard);
+        assert_eq!(
+            choose(&table, "10.0.0.9:80", "10.0.0.5"),
+            Err(Fallback::NoListener),
+            "a listener on another IP or on loopback is never offered"
+        );
+        assert_eq!(
+            choose(&table, "10.0.1.9:80", "10.0.1.5"),
+            Ok(sa("10.0.1.5:4000"))
+        );
+    }
+
+    #[test]
+    fn earliest_registration_wins_and_is_stable() {
+        let table = PortReuse::new(true);
+        let first = table.register(sa("127.0.0.1:5000"));
+        let _second = table.register(sa("127.0.0.1:4000"));
+        for _ in 0..10 {
+            assert_eq!(
+                choose(&table, "127.0.0.1:80", "127.0.0.1"),
+                Ok(sa("127.0.0.1:5000"))
+            );
+        }
+        drop(first);
+        assert_eq!(
+            choose(&table, "127.0.0.1:80", "127.0.0.1"),
+            Ok(sa("127.0.0.1:4000"))
+        );
+        let _again = table.register(sa("127.0.0.1:5000"));
+        assert_eq!(
+            choose(&table, "127.0.0.1:80", "127.0.0.1"),
+            Ok(sa("127.0.0.1:4000")),
+            "a re-registered address goes to the back"
+        );
+    }
+
+    #[test]
+    fn references_are_counted() {
+        let table = PortReuse::new(true);
+        let a = table.register(sa("127.0.0.1:5000"));
+        let b = table.register(sa("127.0.0.1:5000"));
+        assert_eq!(table.listen_addrs(), vec![sa("127.0.0.1:5000")]);
+        drop(a);
+        assert_eq!(
+            choose(&table, "127.0.0.1:80", "127.0.0.1"),
+            Ok(sa("127.0.0.1:5000"))
+        );
+        drop(b);
+        assert_eq!(table.listen_addrs(), vec![]);
+        assert_eq!(
+            choose(&table, "127.0.0.1:80", "127.0.0.1"),
+            Err(Fallback::NoListener)
+        );
+    }
+
+    #[test]
+    fn families_are_separate() {
+        let table = PortReuse::new(true);
+        let _v6 = table.register(sa("[::]:5000"));
+        let _v6lo = table.register(sa("[::1]:5001"));
+        assert_eq!(
+            table
+                .reserve(sa("127.0.0.1:80"), no_route_lookup)
+                .map(|l| l.local()),
+            Err(Fallback::NoListener)
+        );
+        assert_eq!(
+            table
+                .reserve(sa("10.0.0.1:80"), no_route_lookup)
+                .map(|l| l.local()),
+            Err(Fallback::NoListener),
+            "no route lookup without a listener of the family"
+        );
+        assert_eq!(choose(&table, "[::1]:80", "::1"), Ok(sa("[::1]:5001")));
+        assert_eq!(
+            choose(&table, "[2001:db8::9]:80", "2001:db8::5"),
+            Ok(sa("[2001:db8::5]:5000"))
+        );
+        let _v4 = table.register(sa("0.0.0.0:6000"));
+        assert_eq!(
+            choose(&table, "127.0.0.1:80", "127.0.0.1"),
+            Ok(sa("127.0.0.1:6000"))
+        );
+    }
+
+    #[test]
+    fn live_pairs_move_to_the_next_candidate() {
+        let table = PortReuse::new(true);
+        let _a = table.register(sa("127.0.0.1:5000"));
+        let _b = table.register(sa("0.0.0.0:6000"));
+        let remote = sa("127.0.0.1:80");
+        let first = table.reserve(remote, no_route_lookup).unwrap();
+        let second = table.reserve(remote, no_route_lookup).unwrap();
+        assert_eq!(
+            (first.local(), second.local()),
+            (sa("127.0.0.1:5000"), sa("127.0.0.1:6000"))
+        );
+        assert_eq!(table.live_connections(), 2);
+        assert_eq!(
+            table.reserve(remote, no_route_lookup).map(|l| l.local()),
+            Err(Fallback::Busy)
+        );
+        let other = table.reserve(sa("127.0.0.1:81"), no_route_lookup).unwrap();
+        assert_eq!(
+            other.local(),
+            sa("127.0.0.1:5000"),
+            "another remote is another pair"
+        );
+        drop(first);
+        assert_eq!(
+            table.reserve(remote, no_route_lookup).unwrap().local(),
+            sa("127.0.0.1:5000")
+        );
+        drop((second, other));
+        assert_eq!(table.live_connections(), 0);
+    }
+
+    #[test]
+    fn self_connection_is_skipped() {
+        let table = PortReuse::new(true);
+        let _a = table.register(sa("0.0.0.0:5000"));
+        assert_eq!(
+            table
+                .reserve(sa("127.0.0.1:5000"), no_route_lookup)
+                .map(|l| l.local()),
+            Err(Fallback::Busy)
+        );
+        assert_eq!(
+            choose(&table, "10.0.0.5:5000", "10.0.0.5"),
+            Err(Fallback::Busy)
+        );
+        let _b = table.register(sa("0.0.0.0:6000"));
+        assert_eq!(
+            choose(&table, "10.0.0.5:5000", "10.0.0.5"),
+            Ok(sa("10.0.0.5:6000"))
+        );
+        assert_eq!(
+            choose(&table, "10.0.0.6:5000", "10.0.0.5"),
+            Ok(sa("10.0.0.5:5000"))
+        );
+    }
+
+    #[test]
+    fn disabled_and_unroutable() {
+        let table = PortReuse::new(false);
+        let _a = table.register(sa("0.0.0.0:5000"));
+        assert_eq!(
+            table
+                .reserve(sa("127.0.0.1:80"), no_route_lookup)
+                .map(|l| l.local()),
+            Err(Fallback::Disabled)
+        );
+        let table = PortReuse::new(true);
+        let _a = table.register(sa("0.0.0.0:5000"));
+        let unreachable = |_| Err(io::Error::from(io::ErrorKind::NetworkUnreachable));
+        assert_eq!(
+            table
+                .reserve(sa("10.9.9.9:80"), unreachable)
+                .map(|l| l.local()),
+            Err(Fallback::NoRoute)
+        );
+    }
+
+    #[test]
+    fn listen_addrs_in_registration_order() {
+        let table = PortReuse::new(true);
+        let _a = table.register(sa("[::]:3"));
+        let _b = table.register(sa("127.0.0.1:1"));
+        let _c = table.register(sa("0.0.0.0:2"));
+        let _d = table.register(sa("[::]:3"));
+        assert_eq!(
+            table.listen_addrs(),
+            vec![sa("[::]:3"), sa("127.0.0.1:1"), sa("0.0.0.0:2")]
+        );
+    }
+}

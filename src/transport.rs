@@ -1,0 +1,172 @@
+//! [`Transport`]: the [`libp2p_core::Transport`] implementation wiring listeners, dials and the
+//! port-reuse table together.
+
+use std::{
+    fmt, io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
+
+use futures::{StreamExt, future::BoxFuture, stream::SelectAll};
+use libp2p_core::{
+    Multiaddr,
+    transport::{DialOpts, ListenerId, PortUse, TransportError},
+};
+
+use crate::{
+    Config, TcpStream,
+    config::{PORT_REUSE_ENV, env_disables_reuse},
+    dial,
+    listener::{Event, Listener},
+    multiaddr,
+    port_reuse::PortReuse,
+    socket,
+};
+
+/// A TCP transport whose dials with `PortUse::Reuse` leave from the node's listening ports.
+///
+/// Needs a tokio runtime: `listen_on` and the dial futures return an error outside one.
+pub struct Transport {
+    config: Config,
+    port_reuse: PortReuse,
+    listeners: SelectAll<Listener>,
+    /// The task that last polled, woken when a listener is added or removed.
+    waker: Option<Waker>,
+}
+
+impl Transport {
+    /// A transport with `config`. Port reuse is on if the config asks for it, the environment
+    /// variable [`PORT_REUSE_ENV`] does not turn it off (read here, once) and the platform has
+    /// `SO_REUSEPORT`.
+    pub fn new(config: Config) -> Self {
+        let env_off = env_disables_reuse(std::env::var_os(PORT_REUSE_ENV).as_deref());
+        let enabled = config.port_reuse && !env_off && socket::REUSEPORT_AVAILABLE;
+        if config.port_reuse && !enabled {
+            tracing::debug!(
+                env_off,
+                platform = socket::REUSEPORT_AVAILABLE,
+                "port reuse is off"
+            );
+        }
+        Self {
+            config,
+            port_reuse: PortReuse::new(enabled),
+            listeners: SelectAll::new(),
+            waker: None,
+        }
+    }
+
+    /// A handle on the port-reuse table: the registered listening addresses, the live outbound
+    /// connections from them, and the source a dial would use.
+    pub fn port_reuse(&self) -> PortReuse {
+        self.port_reuse.clone()
+    }
+
+    fn listen(&mut self, id: ListenerId, addr: SocketAddr) -> io::Result<Listener> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other("libp2p-reuseport needs a tokio runtime"));
+        }
+        let reuse = self.port_reuse.is_enabled();
+        let socket = socket::tcp(&self.config, addr)?;
+        socket::allow_rebind(&socket)?;
+        if reuse {
+            socket::share_port(&socket)?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(i32::try_from(self.config.backlog).unwrap_or(i32::MAX))?;
+        let bound = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound listener has no IP address"))?;
+        let registration = reuse.then(|| self.port_reuse.register(bound));
+        let socket = tokio::net::TcpListener::from_std(socket.into())?;
+        tracing::debug!(listener = %id, addr = %bound, reuse, "listening");
+        Listener::new(id, socket, bound, registration)
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("config", &self.config)
+            .field("port_reuse", &self.port_reuse)
+            .field("listeners", &self.listeners.len())
+            .finish()
+    }
+}
+
+impl libp2p_core::Transport for Transport {
+    type Output = TcpStream;
+    type Error = io::Error;
+    type ListenerUpgrade = futures::future::Ready<io::Result<TcpStream>>;
+    type Dial = BoxFuture<'static, io::Result<TcpStream>>;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<io::Error>> {
+        let Some(socket_addr) = multiaddr::listen_addr(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        let listener = self.listen(id, socket_addr).map_err(|e| {
+            TransportError::Other(io::Error::new(
+                e.kind(),
+                format!("listen on {socket_addr}: {e}"),
+            ))
+        })?;
+        self.listeners.push(listener);
+        self.wake();
+        Ok(())
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        let removed = self
+            .listeners
+            .iter_mut()
+            .find(|listener| listener.id() == id)
+            .is_some_and(Listener::close);
+        if removed {
+            self.wake();
+        }
+        removed
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<io::Error>> {
+        let Some(remote) = multiaddr::dial_addr(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        let reuse = (opts.port_use == PortUse::Reuse).then(|| self.port_reuse.clone());
+        Ok(Box::pin(dial::dial(self.config.clone(), remote, reuse)))
+    }
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event> {
+        match self.listeners.poll_next_unpin(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(event),
+            Poll::Ready(None) | Poll::Pending => {
+                match &self.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => self.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
