@@ -25,18 +25,17 @@
 //! # Example
 //!
 //! ```
-//! use libp2p::{SwarmBuilder, core::upgrade::Version, noise, ping, yamux, Transport as _};
+//! use libp2p::{SwarmBuilder, Transport as _, core::upgrade::Version, noise, ping, yamux};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut swarm = SwarmBuilder::with_new_identity()
 //!     .with_tokio()
 //!     .with_other_transport(|key| {
-//!         libp2p_reuseport::Transport::new(libp2p_reuseport::Config::new())
+//!         Ok(libp2p_reuseport::Transport::new(libp2p_reuseport::Config::new())
 //!             .upgrade(Version::V1Lazy)
 //!             .authenticate(noise::Config::new(key)?)
-//!             .multiplex(yamux::Config::default())
-//!             .boxed()
+//!             .multiplex(yamux::Config::default()))
 //!     })?
 //!     .with_behaviour(|_| ping::Behaviour::default())?
 //!     .build();

@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt, future};
 use if_watch::{IfEvent, tokio::IfWatcher};
 use libp2p_core::transport::{ListenerId, TransportEvent};
 
-use crate::{TcpStream, multiaddr::to_multiaddr, port_reuse::Registration, stream::PortOrigin};
+use crate::{TcpStream, multiaddr::to_multiaddr, port_reuse::Registration};
 
 /// What a listener yields.
 pub(crate) type Event = TransportEvent<future::Ready<io::Result<TcpStream>>, io::Error>;
@@ -200,7 +200,7 @@ impl Listener {
         tracing::trace!(listener = %self.id, %local, %remote, "accepted");
         Poll::Ready(TransportEvent::Incoming {
             listener_id: self.id,
-            upgrade: future::ready(Ok(TcpStream::new(io, PortOrigin::Accepted, None))),
+            upgrade: future::ready(Ok(TcpStream::accepted(io))),
             local_addr: to_multiaddr(local),
             send_back_addr: to_multiaddr(remote),
         })

@@ -5,10 +5,17 @@
 //! passed in by the caller and made without holding the lock.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use futures::{
+    FutureExt,
+    channel::oneshot,
+    future::{BoxFuture, Shared},
 };
 
 use crate::{route, stream::Fallback};
@@ -34,8 +41,9 @@ struct Table {
     loopback: [BTreeMap<u64, SocketAddr>; 2],
     /// How many distinct addresses of each family are registered.
     per_family: [usize; 2],
-    /// (local, remote) of the live outbound connections that left from a listening port.
-    live: HashSet<(SocketAddr, SocketAddr)>,
+    /// (local, remote) of the outbound connections that left from a listening port and still
+    /// hold the pair.
+    pairs: HashMap<(SocketAddr, SocketAddr), Pair>,
     /// The registration number of the next new address.
     next_seq: u64,
 }
@@ -44,6 +52,29 @@ struct Table {
 struct Registered {
     refs: usize,
     seq: u64,
+}
+
+/// The state of a (local, remote) pair held by an outbound connection.
+enum Pair {
+    /// The connection is open.
+    Open,
+    /// The connection was dropped before the remote closed its side: our FIN is sent, the
+    /// remote's is awaited. Until it comes the kernel refuses the pair (`EADDRNOTAVAIL`), or worse
+    /// takes it over and resets the remote's old connection. `closed` resolves when the pair is
+    /// released; a dial that has no other candidate may wait up to `wait` for it.
+    Closing { closed: Closed, wait: Duration },
+}
+
+/// Resolves when a closing pair is released.
+pub(crate) type Closed = Shared<BoxFuture<'static, ()>>;
+
+/// The outcome of [`PortReuse::reserve`].
+pub(crate) enum Reservation {
+    /// The pair is ours until the lease drops.
+    Ready(Lease),
+    /// The preferred candidate's previous connection is still closing; it is expected to be
+    /// released within `wait`.
+    Wait { closed: Closed, wait: Duration },
 }
 
 impl PortReuse {
@@ -68,9 +99,23 @@ impl PortReuse {
         addrs.into_iter().map(|(_, addr)| addr).collect()
     }
 
-    /// How many outbound connections that left from a listening port are open.
+    /// How many open outbound connections left from a listening port.
     pub fn live_connections(&self) -> usize {
-        self.lock().live.len()
+        self.lock()
+            .pairs
+            .values()
+            .filter(|p| matches!(p, Pair::Open))
+            .count()
+    }
+
+    /// How many dropped outbound connections from a listening port still wait for the remote to
+    /// close its side before their (local, remote) pair can be used again.
+    pub fn closing_connections(&self) -> usize {
+        self.lock()
+            .pairs
+            .values()
+            .filter(|p| matches!(p, Pair::Closing { .. }))
+            .count()
     }
 
     /// The local address a dial to `remote` with `PortUse::Reuse` would bind now, or why it would
@@ -78,7 +123,11 @@ impl PortReuse {
     /// packet is sent).
     pub fn source_for(&self, remote: SocketAddr) -> Result<SocketAddr, Fallback> {
         let source = self.source_ip(remote, route::source_ip)?;
-        self.lock().select(remote, source)
+        match self.lock().select(remote, source, false) {
+            Selected::Free(local) => Ok(local),
+            Selected::Closing(..) => Err(Fallback::Busy),
+            Selected::None(fallback) => Err(fallback),
+        }
     }
 
     /// Registers a bound listening address; the address stays registered while the returned
@@ -92,30 +141,36 @@ impl PortReuse {
         }
     }
 
-    /// Picks the source address for a dial to `remote` and marks the pair live until the
-    /// returned lease is dropped. `route` tells which local IP the kernel would use to reach a
-    /// non-loopback `remote`; it runs without the table's lock held.
+    /// Picks the source address for a dial to `remote` from `source` (see [`Self::source_ip`])
+    /// and marks the pair open until the returned lease is dropped. With `may_wait`, a dial whose
+    /// preferred candidate is a closing pair is told how long to wait for it; without, closing
+    /// pairs are passed over.
     pub(crate) fn reserve(
         &self,
         remote: SocketAddr,
-        route: impl FnOnce(SocketAddr) -> io::Result<IpAddr>,
-    ) -> Result<Lease, Fallback> {
-        let source = self.source_ip(remote, route)?;
-        let local = {
-            let mut table = self.lock();
-            let local = table.select(remote, source)?;
-            table.live.insert((local, remote));
-            local
+        source: IpAddr,
+        may_wait: bool,
+    ) -> Result<Reservation, Fallback> {
+        let mut table = self.lock();
+        let local = match table.select(remote, source, may_wait) {
+            Selected::Free(local) => local,
+            Selected::Closing(closed, wait) => return Ok(Reservation::Wait { closed, wait }),
+            Selected::None(fallback) => return Err(fallback),
         };
-        Ok(Lease {
+        table.pairs.insert((local, remote), Pair::Open);
+        drop(table);
+        Ok(Reservation::Ready(Lease {
             table: self.clone(),
             local,
             remote,
-        })
+            closed: None,
+        }))
     }
 
-    /// The IP a wildcard listener would bind for a dial to `remote`.
-    fn source_ip(
+    /// The IP a dial to `remote` leaves from when a wildcard listener serves it: the loopback IP
+    /// for a loopback `remote`, else the IP `route` says the kernel would use. `route` runs only
+    /// when a listener of the family exists, and without the table's lock held.
+    pub(crate) fn source_ip(
         &self,
         remote: SocketAddr,
         route: impl FnOnce(SocketAddr) -> io::Result<IpAddr>,
@@ -202,9 +257,11 @@ impl Table {
     /// - loopback `remote`: listeners on a loopback IP of the family, then wildcard listeners;
     /// - otherwise: listeners bound to exactly `source`, then wildcard listeners.
     ///
-    /// A candidate is skipped when its pair with `remote` is live or when it is `remote` itself
-    /// (a TCP self-connection).
-    fn select(&self, remote: SocketAddr, source: IpAddr) -> Result<SocketAddr, Fallback> {
+    /// A candidate is skipped when its pair with `remote` is open or when it is `remote` itself
+    /// (a TCP self-connection). A candidate whose pair is closing is skipped too, unless
+    /// `may_wait`: then the choice stops there and the caller is told to wait for it, which keeps
+    /// the choice stable across a quick redial.
+    fn select(&self, remote: SocketAddr, source: IpAddr, may_wait: bool) -> Selected {
         let loopback = remote.ip().is_loopback();
         let on_loopback = loopback.then(|| self.loopback[family(source)].values().copied());
         let on_source = (!loopback).then(|| self.ports_on(source));
@@ -219,11 +276,19 @@ impl Table {
         let mut any = false;
         for local in candidates {
             any = true;
-            if local != remote && !self.live.contains(&(local, remote)) {
-                return Ok(local);
+            if local == remote {
+                continue;
+            }
+            match self.pairs.get(&(local, remote)) {
+                None => return Selected::Free(local),
+                Some(Pair::Open) => {}
+                Some(Pair::Closing { closed, wait }) if may_wait => {
+                    return Selected::Closing(closed.clone(), *wait);
+                }
+                Some(Pair::Closing { .. }) => {}
             }
         }
-        Err(if any {
+        Selected::None(if any {
             Fallback::Busy
         } else {
             Fallback::NoListener
@@ -236,6 +301,13 @@ impl Table {
             .into_iter()
             .flat_map(|ports| ports.values().copied())
     }
+}
+
+/// What [`Table::select`] found.
+enum Selected {
+    Free(SocketAddr),
+    Closing(Closed, Duration),
+    None(Fallback),
 }
 
 /// Keeps a listening address registered; unregisters it when dropped.
@@ -257,11 +329,13 @@ impl fmt::Debug for Registration {
     }
 }
 
-/// Marks a (local, remote) pair live; releases it when dropped.
+/// Holds a (local, remote) pair; releases it when dropped.
 pub(crate) struct Lease {
     table: PortReuse,
     local: SocketAddr,
     remote: SocketAddr,
+    /// Set while closing: dropped after the pair is released, which wakes the waiting dials.
+    closed: Option<oneshot::Sender<()>>,
 }
 
 impl Lease {
@@ -269,11 +343,24 @@ impl Lease {
     pub(crate) fn local(&self) -> SocketAddr {
         self.local
     }
+
+    /// Marks the pair as closing: its connection is gone from the user, the remote has not yet
+    /// closed its side. Dials with no other candidate may wait up to `wait` for the release.
+    pub(crate) fn closing(&mut self, wait: Duration) {
+        let (sender, receiver) = oneshot::channel::<()>();
+        let closed = receiver.map(drop).boxed().shared();
+        self.closed = Some(sender);
+        self.table
+            .lock()
+            .pairs
+            .insert((self.local, self.remote), Pair::Closing { closed, wait });
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.table.lock().live.remove(&(self.local, self.remote));
+        self.table.lock().pairs.remove(&(self.local, self.remote));
+        // `closed` drops after this, once the pair is free.
     }
 }
 
@@ -317,14 +404,25 @@ mod tests {
         move |_| Ok(ip.parse().unwrap())
     }
 
+    /// Reserves a pair the way a dial does, without waiting for closing pairs.
+    fn take(
+        table: &PortReuse,
+        remote: SocketAddr,
+        route: impl FnOnce(SocketAddr) -> io::Result<IpAddr>,
+    ) -> Result<Lease, Fallback> {
+        let source = table.source_ip(remote, route)?;
+        match table.reserve(remote, source, false)? {
+            Reservation::Ready(lease) => Ok(lease),
+            Reservation::Wait { .. } => panic!("told to wait without may_wait"),
+        }
+    }
+
     fn choose(
         table: &PortReuse,
         remote: &str,
         route: &'static str,
     ) -> Result<SocketAddr, Fallback> {
-        table
-            .reserve(sa(remote), route_to(route))
-            .map(|lease| lease.local())
+        take(table, sa(remote), route_to(route)).map(|lease| lease.local())
     }
 
     #[test]
@@ -333,14 +431,10 @@ mod tests {
         let _wildcard = table.register(sa("0.0.0.0:2000"));
         let _specific = table.register(sa("10.0.0.5:3000"));
         let lo = table.register(sa("127.0.0.2:1000"));
-        let lease = table
-            .reserve(sa("127.0.0.1:9000"), no_route_lookup)
-            .unwrap();
+        let lease = take(&table, sa("127.0.0.1:9000"), no_route_lookup).unwrap();
         assert_eq!(lease.local(), sa("127.0.0.2:1000"));
         drop((lo, lease));
-        let lease = table
-            .reserve(sa("127.0.0.1:9000"), no_route_lookup)
-            .unwrap();
+        let lease = take(&table, sa("127.0.0.1:9000"), no_route_lookup).unwrap();
         assert_eq!(
             lease.local(),
             sa("127.0.0.1:2000"),
@@ -425,15 +519,11 @@ mod tests {
         let _v6 = table.register(sa("[::]:5000"));
         let _v6lo = table.register(sa("[::1]:5001"));
         assert_eq!(
-            table
-                .reserve(sa("127.0.0.1:80"), no_route_lookup)
-                .map(|l| l.local()),
+            take(&table, sa("127.0.0.1:80"), no_route_lookup).map(|l| l.local()),
             Err(Fallback::NoListener)
         );
         assert_eq!(
-            table
-                .reserve(sa("10.0.0.1:80"), no_route_lookup)
-                .map(|l| l.local()),
+            take(&table, sa("10.0.0.1:80"), no_route_lookup).map(|l| l.local()),
             Err(Fallback::NoListener),
             "no route lookup without a listener of the family"
         );
@@ -455,18 +545,18 @@ mod tests {
         let _a = table.register(sa("127.0.0.1:5000"));
         let _b = table.register(sa("0.0.0.0:6000"));
         let remote = sa("127.0.0.1:80");
-        let first = table.reserve(remote, no_route_lookup).unwrap();
-        let second = table.reserve(remote, no_route_lookup).unwrap();
+        let first = take(&table, remote, no_route_lookup).unwrap();
+        let second = take(&table, remote, no_route_lookup).unwrap();
         assert_eq!(
             (first.local(), second.local()),
             (sa("127.0.0.1:5000"), sa("127.0.0.1:6000"))
         );
         assert_eq!(table.live_connections(), 2);
         assert_eq!(
-            table.reserve(remote, no_route_lookup).map(|l| l.local()),
+            take(&table, remote, no_route_lookup).map(|l| l.local()),
             Err(Fallback::Busy)
         );
-        let other = table.reserve(sa("127.0.0.1:81"), no_route_lookup).unwrap();
+        let other = take(&table, sa("127.0.0.1:81"), no_route_lookup).unwrap();
         assert_eq!(
             other.local(),
             sa("127.0.0.1:5000"),
@@ -474,7 +564,7 @@ mod tests {
         );
         drop(first);
         assert_eq!(
-            table.reserve(remote, no_route_lookup).unwrap().local(),
+            take(&table, remote, no_route_lookup).unwrap().local(),
             sa("127.0.0.1:5000")
         );
         drop((second, other));
@@ -486,9 +576,7 @@ mod tests {
         let table = PortReuse::new(true);
         let _a = table.register(sa("0.0.0.0:5000"));
         assert_eq!(
-            table
-                .reserve(sa("127.0.0.1:5000"), no_route_lookup)
-                .map(|l| l.local()),
+            take(&table, sa("127.0.0.1:5000"), no_route_lookup).map(|l| l.local()),
             Err(Fallback::Busy)
         );
         assert_eq!(
@@ -511,18 +599,14 @@ mod tests {
         let table = PortReuse::new(false);
         let _a = table.register(sa("0.0.0.0:5000"));
         assert_eq!(
-            table
-                .reserve(sa("127.0.0.1:80"), no_route_lookup)
-                .map(|l| l.local()),
+            take(&table, sa("127.0.0.1:80"), no_route_lookup).map(|l| l.local()),
             Err(Fallback::Disabled)
         );
         let table = PortReuse::new(true);
         let _a = table.register(sa("0.0.0.0:5000"));
         let unreachable = |_| Err(io::Error::from(io::ErrorKind::NetworkUnreachable));
         assert_eq!(
-            table
-                .reserve(sa("10.9.9.9:80"), unreachable)
-                .map(|l| l.local()),
+            take(&table, sa("10.9.9.9:80"), unreachable).map(|l| l.local()),
             Err(Fallback::NoRoute)
         );
     }
@@ -537,6 +621,48 @@ mod tests {
         assert_eq!(
             table.listen_addrs(),
             vec![sa("[::]:3"), sa("127.0.0.1:1"), sa("0.0.0.0:2")]
+        );
+    }
+
+    #[test]
+    fn closing_pairs_are_waited_for_in_preference_order() {
+        let table = PortReuse::new(true);
+        let _a = table.register(sa("127.0.0.1:5000"));
+        let remote = sa("127.0.0.1:80");
+        let source = table.source_ip(remote, no_route_lookup).unwrap();
+        let Ok(Reservation::Ready(mut lease)) = table.reserve(remote, source, true) else {
+            panic!("free pair");
+        };
+        lease.closing(Duration::from_millis(3));
+        assert_eq!(
+            (table.live_connections(), table.closing_connections()),
+            (0, 1)
+        );
+        assert_eq!(table.source_for(remote), Err(Fallback::Busy));
+        assert!(matches!(
+            table.reserve(remote, source, false),
+            Err(Fallback::Busy)
+        ));
+        let Ok(Reservation::Wait { closed, wait }) = table.reserve(remote, source, true) else {
+            panic!("expected to be told to wait");
+        };
+        assert_eq!(wait, Duration::from_millis(3));
+        assert!(closed.clone().now_or_never().is_none(), "not released yet");
+
+        // A free candidate is taken at once instead of waiting.
+        let second = table.register(sa("0.0.0.0:6000"));
+        assert_eq!(
+            choose(&table, "127.0.0.1:80", "127.0.0.1"),
+            Ok(sa("127.0.0.1:6000"))
+        );
+        drop(second);
+
+        drop(lease);
+        assert!(closed.now_or_never().is_some(), "released: waiters wake");
+        assert_eq!(table.closing_connections(), 0);
+        assert_eq!(
+            choose(&table, "127.0.0.1:80", "127.0.0.1"),
+            Ok(sa("127.0.0.1:5000"))
         );
     }
 }

@@ -2,25 +2,40 @@
 
 use std::{
     fmt, io,
-    net::SocketAddr,
+    net::{Shutdown, SocketAddr},
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use futures::{AsyncRead, AsyncWrite};
 
 use crate::port_reuse::Lease;
 
+/// How long a dropped outbound connection from a listening port waits for the remote to close
+/// its side before its pair is given up to the kernel's own timers.
+const CLOSING_LIMIT: Duration = Duration::from_secs(10);
+
 /// A TCP connection made or accepted by the [`Transport`](crate::Transport).
 ///
 /// Implements [`futures::AsyncRead`] and [`futures::AsyncWrite`]; `poll_close` shuts the write
-/// half down (`shutdown(SHUT_WR)`), dropping closes the socket. An outbound connection that left
-/// from a listening port keeps its (local, remote) pair reserved in the port-reuse table until it
-/// is dropped, so no other dial tries the same pair.
+/// half down (`shutdown(SHUT_WR)`), dropping closes the socket.
+///
+/// An outbound connection that left from a listening port holds its (local, remote) pair in the
+/// port-reuse table, so no other dial tries the same pair. If it is dropped before the remote
+/// closed its side, dropping sends the FIN as usual and a background task on the tokio runtime
+/// keeps the socket until the remote's FIN arrives (at most 10 s): only then does the kernel let
+/// the pair be used again without refusing it or resetting the remote's old connection. A dial
+/// that has no other source waits briefly for that release instead of falling back at once.
 pub struct TcpStream {
-    io: tokio::net::TcpStream,
+    /// `None` only after `drop` handed the socket over to close it.
+    io: Option<tokio::net::TcpStream>,
     origin: PortOrigin,
-    _lease: Option<Lease>,
+    lease: Option<Lease>,
+    /// Time from SYN to established, an estimate of the round-trip time.
+    handshake: Duration,
+    /// Whether a read returned end of stream: the remote has closed its side.
+    eof: bool,
 }
 
 /// Where the local port of a [`TcpStream`] came from.
@@ -53,31 +68,69 @@ pub enum Fallback {
     NoListener,
     /// The kernel's route lookup for the destination failed.
     NoRoute,
-    /// Every candidate listening address was taken: a live connection from it to this
-    /// destination exists, or the destination is the address itself (a TCP self-connection).
+    /// Every candidate listening address was taken: a connection from it to this destination is
+    /// open, or was dropped but the remote has not closed its side yet (see [`TcpStream`]), or
+    /// the destination is the address itself (a TCP self-connection). No system call was spent
+    /// on a taken pair.
     Busy,
     /// The kernel refused the listening address: `bind` or `connect` failed with this kind
     /// (`AddrInUse` or `AddrNotAvailable`), and the dial was retried once from an ephemeral port.
     Refused(io::ErrorKind),
 }
 
+/// What to do with the socket when the stream drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnDrop {
+    /// Close it; the kernel finishes the connection.
+    Close,
+    /// If it holds a reused pair and the remote has not closed, keep it until the remote's FIN.
+    AwaitRemoteClose,
+}
+
 impl TcpStream {
-    pub(crate) fn new(io: tokio::net::TcpStream, origin: PortOrigin, lease: Option<Lease>) -> Self {
+    pub(crate) fn accepted(io: tokio::net::TcpStream) -> Self {
         Self {
-            io,
-            origin,
-            _lease: lease,
+            io: Some(io),
+            origin: PortOrigin::Accepted,
+            lease: None,
+            handshake: Duration::ZERO,
+            eof: false,
         }
+    }
+
+    pub(crate) fn dialed(
+        io: tokio::net::TcpStream,
+        origin: PortOrigin,
+        lease: Option<Lease>,
+        handshake: Duration,
+        on_drop: OnDrop,
+    ) -> Self {
+        Self {
+            io: Some(io),
+            origin,
+            lease,
+            handshake,
+            // A stream that must simply close behaves as if the remote had closed already.
+            eof: on_drop == OnDrop::Close,
+        }
+    }
+
+    fn io(&self) -> &tokio::net::TcpStream {
+        self.io.as_ref().expect("the socket is present until drop")
+    }
+
+    fn io_mut(&mut self) -> Pin<&mut tokio::net::TcpStream> {
+        Pin::new(self.io.as_mut().expect("the socket is present until drop"))
     }
 
     /// The local address of the connection (`getsockname`).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.local_addr()
+        self.io().local_addr()
     }
 
     /// The remote address of the connection (`getpeername`).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.io.peer_addr()
+        self.io().peer_addr()
     }
 
     /// Where the local port came from: accepted, reused from a listener, or ephemeral and why.
@@ -96,36 +149,36 @@ impl TcpStream {
 #[cfg(unix)]
 impl std::os::fd::AsFd for TcpStream {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.io.as_fd()
+        self.io().as_fd()
     }
 }
 
 #[cfg(unix)]
 impl std::os::fd::AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.io.as_raw_fd()
+        self.io().as_raw_fd()
     }
 }
 
 #[cfg(windows)]
 impl std::os::windows::io::AsSocket for TcpStream {
     fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
-        self.io.as_socket()
+        self.io().as_socket()
     }
 }
 
 #[cfg(windows)]
 impl std::os::windows::io::AsRawSocket for TcpStream {
     fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
-        self.io.as_raw_socket()
+        self.io().as_raw_socket()
     }
 }
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
-            .field("local", &self.io.local_addr().ok())
-            .field("peer", &self.io.peer_addr().ok())
+            .field("local", &self.local_addr().ok())
+            .field("peer", &self.peer_addr().ok())
             .field("origin", &self.origin)
             .finish()
     }
@@ -138,9 +191,19 @@ impl AsyncRead for TcpStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let mut read_buf = tokio::io::ReadBuf::new(buf);
-        match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.io), cx, &mut read_buf) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(read_buf.filled().len())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        match tokio::io::AsyncRead::poll_read(self.io_mut(), cx, &mut read_buf) {
+            Poll::Ready(Ok(())) => {
+                let n = read_buf.filled().len();
+                if n == 0 && !buf.is_empty() {
+                    self.eof = true;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => {
+                // The connection is broken: nothing to wait for when it drops.
+                self.eof = true;
+                Poll::Ready(Err(e))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -152,7 +215,7 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.io), cx, buf)
+        tokio::io::AsyncWrite::poll_write(self.io_mut(), cx, buf)
     }
 
     fn poll_write_vectored(
@@ -160,14 +223,70 @@ impl AsyncWrite for TcpStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        tokio::io::AsyncWrite::poll_write_vectored(Pin::new(&mut self.io), cx, bufs)
+        tokio::io::AsyncWrite::poll_write_vectored(self.io_mut(), cx, bufs)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        tokio::io::AsyncWrite::poll_flush(Pin::new(&mut self.io), cx)
+        tokio::io::AsyncWrite::poll_flush(self.io_mut(), cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.io), cx)
+        tokio::io::AsyncWrite::poll_shutdown(self.io_mut(), cx)
     }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let (Some(io), Some(mut lease)) = (self.io.take(), self.lease.take()) else {
+            return;
+        };
+        if self.eof {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Send the FIN now, as closing would; the socket stays open until the remote's FIN.
+        if socket2::SockRef::from(&io)
+            .shutdown(Shutdown::Write)
+            .is_err()
+        {
+            return;
+        }
+        lease.closing(wait_for_release(self.handshake));
+        runtime.spawn(await_remote_close(io, lease));
+    }
+}
+
+/// How long a dial may wait for a closing pair: the remote's FIN follows ours about one
+/// round trip later if the remote closes promptly.
+fn wait_for_release(handshake: Duration) -> Duration {
+    (handshake * 4).clamp(Duration::from_micros(500), Duration::from_millis(100))
+}
+
+/// Keeps `io` open until the remote closes its side (reads end of stream or an error) or
+/// [`CLOSING_LIMIT`] passes, discarding what arrives; then closes it and releases the pair.
+async fn await_remote_close(io: tokio::net::TcpStream, lease: Lease) {
+    let drain = async {
+        let mut buf = [0; 1024];
+        loop {
+            if io.readable().await.is_err() {
+                return;
+            }
+            match io.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(CLOSING_LIMIT, drain).await.is_err() {
+        tracing::debug!(
+            ?lease,
+            "remote did not close within {CLOSING_LIMIT:?}, releasing the pair"
+        );
+    }
+    drop(io);
+    drop(lease);
 }

@@ -1,0 +1,169 @@
+//! Helpers shared by the integration tests. Every await goes through [`within`].
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    future::{Future, poll_fn},
+    net::SocketAddr,
+    pin::Pin,
+    time::Duration,
+};
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_core::{
+    Endpoint, Multiaddr, Transport as _,
+    multiaddr::Protocol,
+    transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent},
+};
+use libp2p_reuseport::{Config, TcpStream, Transport};
+
+/// How long any single step of a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Event = TransportEvent<futures::future::Ready<std::io::Result<TcpStream>>, std::io::Error>;
+
+/// Awaits `future`, failing the test if it takes longer than [`TIMEOUT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(TIMEOUT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {TIMEOUT:?}: {what}"),
+    }
+}
+
+pub fn transport() -> Transport {
+    Transport::new(Config::new())
+}
+
+pub fn ma(s: &str) -> Multiaddr {
+    s.parse().expect("valid multiaddr")
+}
+
+pub fn socket_addr(addr: &Multiaddr) -> SocketAddr {
+    let mut iter = addr.iter();
+    let ip = match iter.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        other => panic!("not an IP address: {other:?} in {addr}"),
+    };
+    match iter.next() {
+        Some(Protocol::Tcp(port)) => SocketAddr::new(ip, port),
+        other => panic!("not a TCP port: {other:?} in {addr}"),
+    }
+}
+
+pub fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::empty()
+        .with(addr.ip().into())
+        .with(Protocol::Tcp(addr.port()))
+}
+
+/// The next event of `transport`.
+pub async fn next_event(transport: &mut Transport) -> Event {
+    within(
+        "transport event",
+        poll_fn(|cx| Pin::new(&mut *transport).poll(cx)),
+    )
+    .await
+}
+
+/// Starts a listener on `addr` and returns its id and first address.
+pub async fn listen(transport: &mut Transport, addr: &str) -> (ListenerId, SocketAddr) {
+    let id = ListenerId::next();
+    let requested = socket_addr(&ma(addr));
+    transport.listen_on(id, ma(addr)).expect("listen_on");
+    loop {
+        match next_event(transport).await {
+            TransportEvent::NewAddress {
+                listener_id,
+                listen_addr,
+            } if listener_id == id => {
+                let addr = socket_addr(&listen_addr);
+                // A wildcard listener reports every interface: keep the loopback one.
+                if !requested.ip().is_unspecified() || addr.ip().is_loopback() {
+                    return (id, addr);
+                }
+            }
+            TransportEvent::ListenerError { error, .. } => panic!("listener error: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// Accepts the next incoming connection: (stream, local address, send-back address).
+pub async fn accept(transport: &mut Transport) -> (TcpStream, SocketAddr, SocketAddr) {
+    loop {
+        if let TransportEvent::Incoming {
+            upgrade,
+            local_addr,
+            send_back_addr,
+            ..
+        } = next_event(transport).await
+        {
+            let stream = upgrade.await.expect("accepted stream");
+            return (
+                stream,
+                socket_addr(&local_addr),
+                socket_addr(&send_back_addr),
+            );
+        }
+    }
+}
+
+pub fn opts(port_use: PortUse) -> DialOpts {
+    DialOpts {
+        role: Endpoint::Dialer,
+        port_use,
+    }
+}
+
+/// Dials `remote` from `transport`, awaiting the connection.
+pub async fn dial(
+    transport: &mut Transport,
+    remote: SocketAddr,
+    port_use: PortUse,
+) -> std::io::Result<TcpStream> {
+    let future = transport
+        .dial(to_multiaddr(remote), opts(port_use))
+        .expect("dialable address");
+    within("dial", future).await
+}
+
+/// Dials `remote` from `dialer` while `listener` accepts: (dialed stream, accepted stream,
+/// send-back address the listener saw).
+pub async fn connect(
+    dialer: &mut Transport,
+    listener: &mut Transport,
+    remote: SocketAddr,
+    port_use: PortUse,
+) -> (TcpStream, TcpStream, SocketAddr) {
+    let future = dialer
+        .dial(to_multiaddr(remote), opts(port_use))
+        .expect("dialable address");
+    let (dialed, (accepted, _, send_back)) = tokio::join!(within("dial", future), accept(listener));
+    (dialed.expect("dial"), accepted, send_back)
+}
+
+/// Writes `data` on `from` and reads it back on `to`.
+pub async fn send(from: &mut TcpStream, to: &mut TcpStream, data: &[u8]) {
+    within("write", from.write_all(data)).await.expect("write");
+    within("flush", from.flush()).await.expect("flush");
+    let mut buf = vec![0; data.len()];
+    within("read", to.read_exact(&mut buf)).await.expect("read");
+    assert_eq!(buf, data);
+}
+
+/// Whether `listen_on` refuses `addr` as unsupported.
+pub fn listen_unsupported(transport: &mut Transport, addr: &Multiaddr) -> bool {
+    matches!(
+        transport.listen_on(ListenerId::next(), addr.clone()),
+        Err(TransportError::MultiaddrNotSupported(a)) if &a == addr
+    )
+}
+
+/// Whether `dial` refuses `addr` as unsupported.
+pub fn dial_unsupported(transport: &mut Transport, addr: &Multiaddr) -> bool {
+    matches!(
+        transport.dial(addr.clone(), opts(PortUse::Reuse)),
+        Err(TransportError::MultiaddrNotSupported(a)) if &a == addr
+    )
+}
