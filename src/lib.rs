@@ -63,3 +63,8 @@ pub use crate::{
     stream::{Fallback, PortOrigin, TcpStream},
     transport::Transport,
 };
+
+// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
