@@ -8,6 +8,7 @@ use libp2p_core::{
     Transport as _,
     transport::{ListenerId, PortUse, TransportError, TransportEvent},
 };
+use libp2p_reuseport::{Config, Transport};
 use socket2::{Domain, Socket, Type};
 use util::*;
 
@@ -224,4 +225,17 @@ fn outside_a_tokio_runtime_listen_and_dial_fail_cleanly() {
         .unwrap();
     let err = futures::executor::block_on(dial).expect_err("no runtime");
     assert!(err.to_string().contains("tokio"), "{err}");
+}
+
+#[tokio::test]
+async fn ipv4_and_ipv6_wildcards_share_a_port_number() {
+    // IPV6_V6ONLY keeps [::]:port from also taking 0.0.0.0:port.
+    let mut t = transport();
+    t.listen_on(ListenerId::next(), ma("/ip6/::/tcp/0"))
+        .unwrap();
+    let port = t.port_reuse().listen_addrs()[0].port();
+    let mut other = Transport::new(Config::new().port_reuse(false));
+    other
+        .listen_on(ListenerId::next(), ma(&format!("/ip4/0.0.0.0/tcp/{port}")))
+        .expect("IPv4 wildcard on the IPv6 wildcard's port");
 }
