@@ -1,0 +1,199 @@
+//! The node the scenarios run in a namespace: this crate's transport driven by commands on
+//! standard input, reporting on standard output one `WORD key=value...` line per fact.
+//!
+//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new`, `source <ip:port>`,
+//! `cycles <ip:port> <n>` (client-first dial/echo/close cycles), `quit`.
+//! Reports: `LISTEN`, `NEWADDR`, `EXPIRED`, `INCOMING`, `DIALED`, `DIALFAIL`, `SOURCE`, `CYCLES`,
+//! `ERROR`. Accepted connections echo what they read and close at end of stream.
+
+use std::{
+    future::poll_fn,
+    net::SocketAddr,
+    pin::Pin,
+    time::{Duration, Instant},
+};
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_core::{
+    Endpoint, Multiaddr, Transport as _,
+    multiaddr::Protocol,
+    transport::{DialOpts, ListenerId, PortUse, TransportEvent},
+};
+use libp2p_reuseport::{Config, TcpStream, Transport};
+use tokio::io::AsyncBufReadExt;
+
+fn socket_addr(addr: &Multiaddr) -> String {
+    let mut out = String::new();
+    for protocol in addr.iter() {
+        match protocol {
+            Protocol::Ip4(ip) => out = ip.to_string(),
+            Protocol::Ip6(ip) => out = format!("[{ip}]"),
+            Protocol::Tcp(port) => out = format!("{out}:{port}"),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::empty()
+        .with(addr.ip().into())
+        .with(Protocol::Tcp(addr.port()))
+}
+
+async fn dial(
+    transport: &mut Transport,
+    remote: SocketAddr,
+    port_use: PortUse,
+) -> std::io::Result<TcpStream> {
+    let opts = DialOpts {
+        role: Endpoint::Dialer,
+        port_use,
+    };
+    let future = transport
+        .dial(to_multiaddr(remote), opts)
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("dial timed out")))
+}
+
+/// One client-first cycle: dial, send a byte, read the echo, drop. Returns (reused, dial time).
+async fn cycle(transport: &mut Transport, remote: SocketAddr) -> std::io::Result<(bool, Duration)> {
+    let started = Instant::now();
+    let mut stream = dial(transport, remote, PortUse::Reuse).await?;
+    let took = started.elapsed();
+    stream.write_all(b"x").await?;
+    let mut byte = [0];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
+        .await
+        .map_err(|_| std::io::Error::other("echo timed out"))??;
+    Ok((stream.is_port_reused(), took))
+}
+
+async fn echo(mut stream: TcpStream) {
+    let mut buf = [0; 1024];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
+pub fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let mut transport = Transport::new(Config::new());
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut held = Vec::new();
+    loop {
+        let event = poll_fn(|cx| Pin::new(&mut transport).poll(cx));
+        let line = tokio::select! {
+            event = event => {
+                match event {
+                    TransportEvent::NewAddress { listen_addr, .. } => {
+                        println!("NEWADDR addr={}", socket_addr(&listen_addr));
+                    }
+                    TransportEvent::AddressExpired { listen_addr, .. } => {
+                        println!("EXPIRED addr={}", socket_addr(&listen_addr));
+                    }
+                    TransportEvent::Incoming { upgrade, local_addr, send_back_addr, .. } => {
+                        println!(
+                            "INCOMING local={} from={}",
+                            socket_addr(&local_addr),
+                            socket_addr(&send_back_addr)
+                        );
+                        if let Ok(stream) = upgrade.await {
+                            tokio::spawn(echo(stream));
+                        }
+                    }
+                    TransportEvent::ListenerError { error, .. } => println!("ERROR listener {error}"),
+                    TransportEvent::ListenerClosed { .. } => println!("CLOSED"),
+                }
+                continue;
+            }
+            line = stdin.next_line() => match line {
+                Ok(Some(line)) => line,
+                _ => return,
+            },
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["listen", addr] => {
+                let id = ListenerId::next();
+                match transport.listen_on(id, addr.parse().expect("multiaddr")) {
+                    Ok(()) => {
+                        let bound = transport.port_reuse().listen_addrs();
+                        let bound = bound.last().map(ToString::to_string).unwrap_or_default();
+                        println!("LISTEN bound={bound}");
+                    }
+                    Err(e) => println!("ERROR listen {e:?}"),
+                }
+            }
+            ["dial", remote, how] => {
+                let remote: SocketAddr = remote.parse().expect("ip:port");
+                let port_use = if *how == "new" {
+                    PortUse::New
+                } else {
+                    PortUse::Reuse
+                };
+                match dial(&mut transport, remote, port_use).await {
+                    Ok(stream) => {
+                        println!(
+                            "DIALED remote={remote} local={} origin={:?}",
+                            stream
+                                .local_addr()
+                                .map(|a| a.to_string())
+                                .unwrap_or_default(),
+                            stream.port_origin()
+                        );
+                        held.push(stream);
+                    }
+                    Err(e) => println!("DIALFAIL remote={remote} error={e}"),
+                }
+            }
+            ["source", remote] => {
+                let remote: SocketAddr = remote.parse().expect("ip:port");
+                match transport.port_reuse().source_for(remote) {
+                    Ok(local) => println!("SOURCE remote={remote} local={local}"),
+                    Err(fallback) => {
+                        println!("SOURCE remote={remote} local=none reason={fallback:?}")
+                    }
+                }
+            }
+            ["cycles", remote, n] => {
+                let remote: SocketAddr = remote.parse().expect("ip:port");
+                let n: usize = n.parse().expect("count");
+                let (mut reused, mut failed, mut times) = (0, 0, Vec::with_capacity(n));
+                for _ in 0..n {
+                    match cycle(&mut transport, remote).await {
+                        Ok((was_reused, took)) => {
+                            reused += usize::from(was_reused);
+                            times.push(took);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            println!("ERROR cycle {e}");
+                        }
+                    }
+                }
+                times.sort();
+                let p50 = times.get(times.len() / 2).copied().unwrap_or_default();
+                let max = times.last().copied().unwrap_or_default();
+                println!(
+                    "CYCLES n={n} reused={reused} failed={failed} p50_us={} max_us={}",
+                    p50.as_micros(),
+                    max.as_micros()
+                );
+            }
+            ["quit"] => return,
+            _ => println!("ERROR unknown command {line}"),
+        }
+    }
+}
