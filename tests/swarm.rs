@@ -3,60 +3,14 @@
 
 mod util;
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use futures::StreamExt;
-use libp2p::{
-    Multiaddr, Swarm, SwarmBuilder, Transport as _,
-    core::{ConnectedPoint, upgrade::Version},
-    identify, identity, noise, ping,
-    swarm::{NetworkBehaviour, SwarmEvent},
-    yamux,
+use libp2p::{Multiaddr, core::ConnectedPoint, identify, ping, swarm::SwarmEvent};
+use util::{
+    swarm::{BehaviourEvent, listen_on, reuseport},
+    *,
 };
-use libp2p_reuseport::{Config, Transport};
-use util::*;
-
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-}
-
-fn swarm() -> Swarm<Behaviour> {
-    SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_other_transport(|key| {
-            Ok(Transport::new(Config::new())
-                .upgrade(Version::V1Lazy)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default()))
-        })
-        .unwrap()
-        .with_behaviour(|key: &identity::Keypair| Behaviour {
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/reuseport-test/1".into(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::new(
-                ping::Config::new().with_interval(Duration::from_millis(200)),
-            ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build()
-}
-
-async fn listen_on(swarm: &mut Swarm<Behaviour>, addr: &str) -> Multiaddr {
-    swarm.listen_on(ma(addr)).unwrap();
-    within("listen address", async {
-        loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                return address;
-            }
-        }
-    })
-    .await
-}
 
 #[derive(Default, Debug)]
 struct Seen {
@@ -68,8 +22,8 @@ struct Seen {
 #[tokio::test]
 async fn identify_observes_the_dialers_listening_port() {
     for listen in ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"] {
-        let mut a = swarm();
-        let mut b = swarm();
+        let mut a = reuseport();
+        let mut b = reuseport();
         let a_addr = listen_on(&mut a, listen).await;
         let b_addr = listen_on(&mut b, listen).await;
         let a_port = socket_addr(&a_addr).port();

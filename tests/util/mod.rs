@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod swarm;
+
 use std::{
     future::{Future, poll_fn},
     net::SocketAddr,
