@@ -61,8 +61,14 @@ enum Pair {
     /// The connection was dropped before the remote closed its side: our FIN is sent, the
     /// remote's is awaited. Until it comes the kernel refuses the pair (`EADDRNOTAVAIL`), or worse
     /// takes it over and resets the remote's old connection. `closed` resolves when the pair is
-    /// released; a dial that has no other candidate may wait up to `wait` for it.
-    Closing { closed: Closed, wait: Duration },
+    /// released; one dial that prefers this pair may wait up to `wait` for it. Once a dial was
+    /// told to wait (`waited`), later dials pass over the pair at once: a remote that did not
+    /// close within the wait is likely to keep the connection a while.
+    Closing {
+        closed: Closed,
+        wait: Duration,
+        waited: bool,
+    },
 }
 
 /// Resolves when a closing pair is released.
@@ -154,7 +160,21 @@ impl PortReuse {
         let mut table = self.lock();
         let local = match table.select(remote, source, may_wait) {
             Selected::Free(local) => local,
-            Selected::Closing(closed, wait) => return Ok(Reservation::Wait { closed, wait }),
+            Selected::Closing(local) => {
+                if let Some(Pair::Closing {
+                    closed,
+                    wait,
+                    waited,
+                }) = table.pairs.get_mut(&(local, remote))
+                {
+                    *waited = true;
+                    return Ok(Reservation::Wait {
+                        closed: closed.clone(),
+                        wait: *wait,
+                    });
+                }
+                return Err(Fallback::Busy);
+            }
             Selected::None(fallback) => return Err(fallback),
         };
         table.pairs.insert((local, remote), Pair::Open);
@@ -282,8 +302,8 @@ impl Table {
             match self.pairs.get(&(local, remote)) {
                 None => return Selected::Free(local),
                 Some(Pair::Open) => {}
-                Some(Pair::Closing { closed, wait }) if may_wait => {
-                    return Selected::Closing(closed.clone(), *wait);
+                Some(Pair::Closing { waited: false, .. }) if may_wait => {
+                    return Selected::Closing(local);
                 }
                 Some(Pair::Closing { .. }) => {}
             }
@@ -306,7 +326,8 @@ impl Table {
 /// What [`Table::select`] found.
 enum Selected {
     Free(SocketAddr),
-    Closing(Closed, Duration),
+    /// A closing pair from this local address, to wait for.
+    Closing(SocketAddr),
     None(Fallback),
 }
 
@@ -350,10 +371,14 @@ impl Lease {
         let (sender, receiver) = oneshot::channel::<()>();
         let closed = receiver.map(drop).boxed().shared();
         self.closed = Some(sender);
-        self.table
-            .lock()
-            .pairs
-            .insert((self.local, self.remote), Pair::Closing { closed, wait });
+        self.table.lock().pairs.insert(
+            (self.local, self.remote),
+            Pair::Closing {
+                closed,
+                wait,
+                waited: false,
+            },
+        );
     }
 }
 
