@@ -180,9 +180,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         return run_relay(swarm, say).await;
     }
     let relay_addr = args.relay.clone().expect("checked in args");
-    let relay_id = match relay_addr.iter().last() {
-        Some(Protocol::P2p(id)) => id,
-        _ => return Err("--relay must end with /p2p/<relay peer id>".into()),
+    let Some(Protocol::P2p(relay_id)) = relay_addr.iter().last() else {
+        return Err("--relay must end with /p2p/<relay peer id>".into());
     };
     swarm.dial(relay_addr.clone())?;
 

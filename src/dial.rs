@@ -1,14 +1,10 @@
 //! The dial future: choose the source, bind, connect, fall back to an ephemeral port once.
 
-use std::{
-    io,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{io, net::SocketAddr};
 
 use crate::{
     Config, TcpStream,
-    port_reuse::{PortReuse, Reservation},
+    port_reuse::PortReuse,
     route, socket,
     stream::{Fallback, OnDrop, PortOrigin},
 };
@@ -33,70 +29,42 @@ pub(crate) async fn dial(
         None => OnDrop::AwaitRemoteClose,
         Some(_) => OnDrop::Close,
     };
-    let fallback = match reuse {
-        None => Fallback::NotRequested,
-        Some(table) => match reserve(&table, remote).await {
-            Ok(lease) => {
-                let local = lease.local();
-                let start = Instant::now();
-                match connect(&config, remote, Some(local)).await {
-                    Ok(io) => {
-                        let handshake = start.elapsed();
-                        let origin = PortOrigin::Reused;
-                        return Ok(TcpStream::dialed(
-                            io,
-                            origin,
-                            Some(lease),
-                            handshake,
-                            on_drop,
-                        ));
-                    }
-                    Err(e) if is_addr_conflict(&e) => {
-                        tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
-                        Fallback::Refused(e.kind())
-                    }
-                    Err(e) => return Err(with_addrs(e, Some(local), remote)),
+    let lease = match &reuse {
+        None => Err(Fallback::NotRequested),
+        Some(table) => table
+            .source_ip(remote, route::source_ip)
+            .and_then(|source| table.reserve(remote, source)),
+    };
+    let fallback = match lease {
+        Ok(lease) => {
+            let local = lease.local();
+            match connect(&config, remote, Some(local)).await {
+                Ok(io) => {
+                    return Ok(TcpStream::dialed(
+                        io,
+                        PortOrigin::Reused,
+                        Some(lease),
+                        on_drop,
+                    ));
                 }
+                Err(e) if is_addr_conflict(&e) => {
+                    tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
+                    Fallback::Refused(e.kind())
+                }
+                Err(e) => return Err(with_addrs(e, Some(local), remote)),
             }
-            Err(fallback @ Fallback::Disabled) => fallback,
-            Err(fallback) => {
-                tracing::debug!(%remote, reason = ?fallback, "no listening port to reuse, dialing from an ephemeral port");
-                fallback
-            }
-        },
+        }
+        Err(fallback @ (Fallback::NotRequested | Fallback::Disabled)) => fallback,
+        Err(fallback) => {
+            tracing::debug!(%remote, reason = ?fallback, "no listening port to reuse, dialing from an ephemeral port");
+            fallback
+        }
     };
     let io = connect(&config, remote, None)
         .await
         .map_err(|e| with_addrs(e, None, remote))?;
     let origin = PortOrigin::Ephemeral(fallback);
-    Ok(TcpStream::dialed(
-        io,
-        origin,
-        None,
-        Duration::ZERO,
-        OnDrop::Close,
-    ))
-}
-
-/// Reserves a source for a dial to `remote`, waiting once, briefly, for a pair whose previous
-/// connection is still closing when no other candidate is free.
-async fn reserve(
-    table: &PortReuse,
-    remote: SocketAddr,
-) -> Result<crate::port_reuse::Lease, Fallback> {
-    let source = table.source_ip(remote, route::source_ip)?;
-    match table.reserve(remote, source, true)? {
-        Reservation::Ready(lease) => return Ok(lease),
-        Reservation::Wait { closed, wait } => {
-            if tokio::time::timeout(wait, closed).await.is_err() {
-                tracing::debug!(%remote, ?wait, "previous connection from the listening port still closing");
-            }
-        }
-    }
-    match table.reserve(remote, source, false)? {
-        Reservation::Ready(lease) => Ok(lease),
-        Reservation::Wait { .. } => Err(Fallback::Busy),
-    }
+    Ok(TcpStream::dialed(io, origin, None, OnDrop::Close))
 }
 
 fn is_addr_conflict(e: &io::Error) -> bool {

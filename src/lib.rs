@@ -47,6 +47,8 @@
 //! Do not also call `with_tcp` on the builder: libp2p-tcp would be asked first for every TCP
 //! address and this transport would never dial.
 
+#[doc(hidden)]
+pub mod bench_support;
 mod config;
 mod dial;
 mod listener;

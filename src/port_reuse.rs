@@ -9,13 +9,6 @@ use std::{
     fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::Duration,
-};
-
-use futures::{
-    FutureExt,
-    channel::oneshot,
-    future::{BoxFuture, Shared},
 };
 
 use crate::{route, stream::Fallback};
@@ -55,32 +48,14 @@ struct Registered {
 }
 
 /// The state of a (local, remote) pair held by an outbound connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Pair {
     /// The connection is open.
     Open,
     /// The connection was dropped before the remote closed its side: our FIN is sent, the
     /// remote's is awaited. Until it comes the kernel refuses the pair (`EADDRNOTAVAIL`), or worse
-    /// takes it over and resets the remote's old connection. `closed` resolves when the pair is
-    /// released; one dial that prefers this pair may wait up to `wait` for it. Once a dial was
-    /// told to wait (`waited`), later dials pass over the pair at once: a remote that did not
-    /// close within the wait is likely to keep the connection a while.
-    Closing {
-        closed: Closed,
-        wait: Duration,
-        waited: bool,
-    },
-}
-
-/// Resolves when a closing pair is released.
-pub(crate) type Closed = Shared<BoxFuture<'static, ()>>;
-
-/// The outcome of [`PortReuse::reserve`].
-pub(crate) enum Reservation {
-    /// The pair is ours until the lease drops.
-    Ready(Lease),
-    /// The preferred candidate's previous connection is still closing; it is expected to be
-    /// released within `wait`.
-    Wait { closed: Closed, wait: Duration },
+    /// takes it over and resets the remote's old connection, so dials pass over it.
+    Closing,
 }
 
 impl PortReuse {
@@ -110,7 +85,7 @@ impl PortReuse {
         self.lock()
             .pairs
             .values()
-            .filter(|p| matches!(p, Pair::Open))
+            .filter(|p| **p == Pair::Open)
             .count()
     }
 
@@ -120,7 +95,7 @@ impl PortReuse {
         self.lock()
             .pairs
             .values()
-            .filter(|p| matches!(p, Pair::Closing { .. }))
+            .filter(|p| **p == Pair::Closing)
             .count()
     }
 
@@ -129,11 +104,7 @@ impl PortReuse {
     /// packet is sent).
     pub fn source_for(&self, remote: SocketAddr) -> Result<SocketAddr, Fallback> {
         let source = self.source_ip(remote, route::source_ip)?;
-        match self.lock().select(remote, source, false) {
-            Selected::Free(local) => Ok(local),
-            Selected::Closing(..) => Err(Fallback::Busy),
-            Selected::None(fallback) => Err(fallback),
-        }
+        self.lock().select(remote, source)
     }
 
     /// Registers a bound listening address; the address stays registered while the returned
@@ -148,43 +119,17 @@ impl PortReuse {
     }
 
     /// Picks the source address for a dial to `remote` from `source` (see [`Self::source_ip`])
-    /// and marks the pair open until the returned lease is dropped. With `may_wait`, a dial whose
-    /// preferred candidate is a closing pair is told how long to wait for it; without, closing
-    /// pairs are passed over.
-    pub(crate) fn reserve(
-        &self,
-        remote: SocketAddr,
-        source: IpAddr,
-        may_wait: bool,
-    ) -> Result<Reservation, Fallback> {
+    /// and marks the pair open until the returned lease is dropped.
+    pub(crate) fn reserve(&self, remote: SocketAddr, source: IpAddr) -> Result<Lease, Fallback> {
         let mut table = self.lock();
-        let local = match table.select(remote, source, may_wait) {
-            Selected::Free(local) => local,
-            Selected::Closing(local) => {
-                if let Some(Pair::Closing {
-                    closed,
-                    wait,
-                    waited,
-                }) = table.pairs.get_mut(&(local, remote))
-                {
-                    *waited = true;
-                    return Ok(Reservation::Wait {
-                        closed: closed.clone(),
-                        wait: *wait,
-                    });
-                }
-                return Err(Fallback::Busy);
-            }
-            Selected::None(fallback) => return Err(fallback),
-        };
+        let local = table.select(remote, source)?;
         table.pairs.insert((local, remote), Pair::Open);
         drop(table);
-        Ok(Reservation::Ready(Lease {
+        Ok(Lease {
             table: self.clone(),
             local,
             remote,
-            closed: None,
-        }))
+        })
     }
 
     /// The IP a dial to `remote` leaves from when a wildcard listener serves it: the loopback IP
@@ -277,11 +222,10 @@ impl Table {
     /// - loopback `remote`: listeners on a loopback IP of the family, then wildcard listeners;
     /// - otherwise: listeners bound to exactly `source`, then wildcard listeners.
     ///
-    /// A candidate is skipped when its pair with `remote` is open or when it is `remote` itself
-    /// (a TCP self-connection). A candidate whose pair is closing is skipped too, unless
-    /// `may_wait`: then the choice stops there and the caller is told to wait for it, which keeps
-    /// the choice stable across a quick redial.
-    fn select(&self, remote: SocketAddr, source: IpAddr, may_wait: bool) -> Selected {
+    /// A candidate is skipped, without a system call, when one of our connections holds its
+    /// pair with `remote` (open, or closing: see [`Pair::Closing`]) or when it is `remote`
+    /// itself (a TCP self-connection).
+    fn select(&self, remote: SocketAddr, source: IpAddr) -> Result<SocketAddr, Fallback> {
         let loopback = remote.ip().is_loopback();
         let on_loopback = loopback.then(|| self.loopback[family(source)].values().copied());
         let on_source = (!loopback).then(|| self.ports_on(source));
@@ -296,19 +240,11 @@ impl Table {
         let mut any = false;
         for local in candidates {
             any = true;
-            if local == remote {
-                continue;
-            }
-            match self.pairs.get(&(local, remote)) {
-                None => return Selected::Free(local),
-                Some(Pair::Open) => {}
-                Some(Pair::Closing { waited: false, .. }) if may_wait => {
-                    return Selected::Closing(local);
-                }
-                Some(Pair::Closing { .. }) => {}
+            if local != remote && !self.pairs.contains_key(&(local, remote)) {
+                return Ok(local);
             }
         }
-        Selected::None(if any {
+        Err(if any {
             Fallback::Busy
         } else {
             Fallback::NoListener
@@ -321,14 +257,6 @@ impl Table {
             .into_iter()
             .flat_map(|ports| ports.values().copied())
     }
-}
-
-/// What [`Table::select`] found.
-enum Selected {
-    Free(SocketAddr),
-    /// A closing pair from this local address, to wait for.
-    Closing(SocketAddr),
-    None(Fallback),
 }
 
 /// Keeps a listening address registered; unregisters it when dropped.
@@ -355,8 +283,6 @@ pub(crate) struct Lease {
     table: PortReuse,
     local: SocketAddr,
     remote: SocketAddr,
-    /// Set while closing: dropped after the pair is released, which wakes the waiting dials.
-    closed: Option<oneshot::Sender<()>>,
 }
 
 impl Lease {
@@ -366,26 +292,18 @@ impl Lease {
     }
 
     /// Marks the pair as closing: its connection is gone from the user, the remote has not yet
-    /// closed its side. Dials with no other candidate may wait up to `wait` for the release.
-    pub(crate) fn closing(&mut self, wait: Duration) {
-        let (sender, receiver) = oneshot::channel::<()>();
-        let closed = receiver.map(drop).boxed().shared();
-        self.closed = Some(sender);
-        self.table.lock().pairs.insert(
-            (self.local, self.remote),
-            Pair::Closing {
-                closed,
-                wait,
-                waited: false,
-            },
-        );
+    /// closed its side.
+    pub(crate) fn closing(&self) {
+        self.table
+            .lock()
+            .pairs
+            .insert((self.local, self.remote), Pair::Closing);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.table.lock().pairs.remove(&(self.local, self.remote));
-        // `closed` drops after this, once the pair is free.
     }
 }
 
@@ -429,17 +347,14 @@ mod tests {
         move |_| Ok(ip.parse().unwrap())
     }
 
-    /// Reserves a pair the way a dial does, without waiting for closing pairs.
+    /// Reserves a pair the way a dial does.
     fn take(
         table: &PortReuse,
         remote: SocketAddr,
         route: impl FnOnce(SocketAddr) -> io::Result<IpAddr>,
     ) -> Result<Lease, Fallback> {
         let source = table.source_ip(remote, route)?;
-        match table.reserve(remote, source, false)? {
-            Reservation::Ready(lease) => Ok(lease),
-            Reservation::Wait { .. } => panic!("told to wait without may_wait"),
-        }
+        table.reserve(remote, source)
     }
 
     fn choose(
@@ -650,40 +565,28 @@ mod tests {
     }
 
     #[test]
-    fn closing_pairs_are_waited_for_in_preference_order() {
+    fn closing_pairs_are_passed_over_until_released() {
         let table = PortReuse::new(true);
         let _a = table.register(sa("127.0.0.1:5000"));
         let remote = sa("127.0.0.1:80");
-        let source = table.source_ip(remote, no_route_lookup).unwrap();
-        let Ok(Reservation::Ready(mut lease)) = table.reserve(remote, source, true) else {
-            panic!("free pair");
-        };
-        lease.closing(Duration::from_millis(3));
+        let lease = take(&table, remote, no_route_lookup).unwrap();
+        lease.closing();
         assert_eq!(
             (table.live_connections(), table.closing_connections()),
             (0, 1)
         );
         assert_eq!(table.source_for(remote), Err(Fallback::Busy));
-        assert!(matches!(
-            table.reserve(remote, source, false),
+        assert_eq!(
+            take(&table, remote, no_route_lookup).map(|l| l.local()),
             Err(Fallback::Busy)
-        ));
-        let Ok(Reservation::Wait { closed, wait }) = table.reserve(remote, source, true) else {
-            panic!("expected to be told to wait");
-        };
-        assert_eq!(wait, Duration::from_millis(3));
-        assert!(closed.clone().now_or_never().is_none(), "not released yet");
-
-        // A free candidate is taken at once instead of waiting.
+        );
         let second = table.register(sa("0.0.0.0:6000"));
         assert_eq!(
             choose(&table, "127.0.0.1:80", "127.0.0.1"),
             Ok(sa("127.0.0.1:6000"))
         );
         drop(second);
-
         drop(lease);
-        assert!(closed.now_or_never().is_some(), "released: waiters wake");
         assert_eq!(table.closing_connections(), 0);
         assert_eq!(
             choose(&table, "127.0.0.1:80", "127.0.0.1"),

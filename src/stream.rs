@@ -25,15 +25,13 @@ const CLOSING_LIMIT: Duration = Duration::from_secs(10);
 /// port-reuse table, so no other dial tries the same pair. If it is dropped before the remote
 /// closed its side, dropping sends the FIN as usual and a background task on the tokio runtime
 /// keeps the socket until the remote's FIN arrives (at most 10 s): only then does the kernel let
-/// the pair be used again without refusing it or resetting the remote's old connection. A dial
-/// that has no other source waits briefly for that release instead of falling back at once.
+/// the pair be used again without refusing it or resetting the remote's old connection. Until
+/// then dials to that remote use the next candidate or an ephemeral port, at once.
 pub struct TcpStream {
     /// `None` only after `drop` handed the socket over to close it.
     io: Option<tokio::net::TcpStream>,
     origin: PortOrigin,
     lease: Option<Lease>,
-    /// Time from SYN to established, an estimate of the round-trip time.
-    handshake: Duration,
     /// Whether a read returned end of stream: the remote has closed its side.
     eof: bool,
 }
@@ -93,7 +91,6 @@ impl TcpStream {
             io: Some(io),
             origin: PortOrigin::Accepted,
             lease: None,
-            handshake: Duration::ZERO,
             eof: false,
         }
     }
@@ -102,14 +99,12 @@ impl TcpStream {
         io: tokio::net::TcpStream,
         origin: PortOrigin,
         lease: Option<Lease>,
-        handshake: Duration,
         on_drop: OnDrop,
     ) -> Self {
         Self {
             io: Some(io),
             origin,
             lease,
-            handshake,
             // A stream that must simply close behaves as if the remote had closed already.
             eof: on_drop == OnDrop::Close,
         }
@@ -237,7 +232,7 @@ impl AsyncWrite for TcpStream {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        let (Some(io), Some(mut lease)) = (self.io.take(), self.lease.take()) else {
+        let (Some(io), Some(lease)) = (self.io.take(), self.lease.take()) else {
             return;
         };
         if self.eof {
@@ -253,15 +248,9 @@ impl Drop for TcpStream {
         {
             return;
         }
-        lease.closing(wait_for_release(self.handshake));
+        lease.closing();
         runtime.spawn(await_remote_close(io, lease));
     }
-}
-
-/// How long a dial may wait for a closing pair: the remote's FIN follows ours about one
-/// round trip later if the remote closes promptly.
-fn wait_for_release(handshake: Duration) -> Duration {
-    (handshake * 4).clamp(Duration::from_micros(500), Duration::from_millis(100))
 }
 
 /// Keeps `io` open until the remote closes its side (reads end of stream or an error) or

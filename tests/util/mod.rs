@@ -145,6 +145,17 @@ pub async fn connect(
     (dialed.expect("dial"), accepted, send_back)
 }
 
+/// Closes a connection remote side first: `accepted` closes, `dialed` reads the end of stream,
+/// then both are gone and the pair is free at once for the next dial.
+pub async fn close_remote_first(dialed: TcpStream, accepted: TcpStream) {
+    let mut dialed = dialed;
+    drop(accepted);
+    let mut rest = Vec::new();
+    within("end of stream", dialed.read_to_end(&mut rest))
+        .await
+        .expect("read to end");
+}
+
 /// Writes `data` on `from` and reads it back on `to`.
 pub async fn send(from: &mut TcpStream, to: &mut TcpStream, data: &[u8]) {
     within("write", from.write_all(data)).await.expect("write");

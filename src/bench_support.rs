@@ -1,0 +1,43 @@
+//! Hooks for `benches/compare.rs`: the port-reuse table's choice of a source, without sockets.
+//! Not part of the public API; hidden from the docs and free to change.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::port_reuse::{PortReuse, Registration};
+
+/// A port-reuse table filled with listeners on distinct IPs.
+#[derive(Debug)]
+pub struct Selection {
+    table: PortReuse,
+    _registrations: Vec<Registration>,
+}
+
+impl Selection {
+    /// A table with `n` listeners, on `10.x.y.z:4001` for distinct x.y.z, registered in order;
+    /// returns it with the IP of the last one registered.
+    pub fn with_listeners(n: usize) -> (Self, IpAddr) {
+        let table = PortReuse::new(true);
+        let mut last = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let registrations = (1..=n as u32)
+            .map(|i| {
+                let [_, x, y, z] = i.to_be_bytes();
+                last = IpAddr::V4(Ipv4Addr::new(10, x, y, z));
+                table.register(SocketAddr::new(last, 4001))
+            })
+            .collect();
+        let selection = Self {
+            table,
+            _registrations: registrations,
+        };
+        (selection, last)
+    }
+
+    /// One dial decision for `remote` when the kernel routes from `source`: choose, reserve the
+    /// pair, release it.
+    pub fn decide(&self, remote: SocketAddr, source: IpAddr) -> Option<SocketAddr> {
+        self.table
+            .reserve(remote, source)
+            .ok()
+            .map(|lease| lease.local())
+    }
+}
