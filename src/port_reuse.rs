@@ -39,6 +39,8 @@ struct Table {
     pairs: HashMap<(SocketAddr, SocketAddr), Pair>,
     /// The registration number of the next new address.
     next_seq: u64,
+    /// The number of the next lease.
+    next_lease: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -47,15 +49,36 @@ struct Registered {
     seq: u64,
 }
 
-/// The state of a (local, remote) pair held by an outbound connection.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The state of a (local, remote) pair held by an outbound connection, with the number of the
+/// lease that holds it.
 enum Pair {
     /// The connection is open.
-    Open,
+    Open(u64),
     /// The connection was dropped before the remote closed its side: our FIN is sent, the
     /// remote's is awaited. Until it comes the kernel refuses the pair (`EADDRNOTAVAIL`), or worse
-    /// takes it over and resets the remote's old connection, so dials pass over it.
-    Closing,
+    /// takes it over and resets the remote's old connection, so dials pass over it. Once the
+    /// probe says the remote's FIN has arrived, the pair is free even if its socket is not closed
+    /// yet: the kernel then holds only a TIME_WAIT entry, which a new connection may take over.
+    Closing(u64, RemoteClosed),
+}
+
+/// Tells, without a system call, whether the remote of a closing connection has closed its side.
+pub(crate) type RemoteClosed = Arc<dyn Fn() -> bool + Send + Sync>;
+
+impl Pair {
+    fn lease(&self) -> u64 {
+        match self {
+            Self::Open(lease) | Self::Closing(lease, _) => *lease,
+        }
+    }
+
+    /// Whether a dial may take this pair now.
+    fn is_free(&self) -> bool {
+        match self {
+            Self::Open(_) => false,
+            Self::Closing(_, remote_closed) => remote_closed(),
+        }
+    }
 }
 
 impl PortReuse {
@@ -85,7 +108,7 @@ impl PortReuse {
         self.lock()
             .pairs
             .values()
-            .filter(|p| **p == Pair::Open)
+            .filter(|p| matches!(p, Pair::Open(_)))
             .count()
     }
 
@@ -95,7 +118,7 @@ impl PortReuse {
         self.lock()
             .pairs
             .values()
-            .filter(|p| **p == Pair::Closing)
+            .filter(|p| matches!(p, Pair::Closing(..)))
             .count()
     }
 
@@ -123,10 +146,13 @@ impl PortReuse {
     pub(crate) fn reserve(&self, remote: SocketAddr, source: IpAddr) -> Result<Lease, Fallback> {
         let mut table = self.lock();
         let local = table.select(remote, source)?;
-        table.pairs.insert((local, remote), Pair::Open);
+        let id = table.next_lease;
+        table.next_lease += 1;
+        table.pairs.insert((local, remote), Pair::Open(id));
         drop(table);
         Ok(Lease {
             table: self.clone(),
+            id,
             local,
             remote,
         })
@@ -223,8 +249,8 @@ impl Table {
     /// - otherwise: listeners bound to exactly `source`, then wildcard listeners.
     ///
     /// A candidate is skipped, without a system call, when one of our connections holds its
-    /// pair with `remote` (open, or closing: see [`Pair::Closing`]) or when it is `remote`
-    /// itself (a TCP self-connection).
+    /// pair with `remote` (open, or closing and the remote has not closed yet: see
+    /// [`Pair::Closing`]) or when it is `remote` itself (a TCP self-connection).
     fn select(&self, remote: SocketAddr, source: IpAddr) -> Result<SocketAddr, Fallback> {
         let loopback = remote.ip().is_loopback();
         let on_loopback = loopback.then(|| self.loopback[family(source)].values().copied());
@@ -240,7 +266,7 @@ impl Table {
         let mut any = false;
         for local in candidates {
             any = true;
-            if local != remote && !self.pairs.contains_key(&(local, remote)) {
+            if local != remote && self.pairs.get(&(local, remote)).is_none_or(Pair::is_free) {
                 return Ok(local);
             }
         }
@@ -281,6 +307,7 @@ impl fmt::Debug for Registration {
 /// Holds a (local, remote) pair; releases it when dropped.
 pub(crate) struct Lease {
     table: PortReuse,
+    id: u64,
     local: SocketAddr,
     remote: SocketAddr,
 }
@@ -292,18 +319,28 @@ impl Lease {
     }
 
     /// Marks the pair as closing: its connection is gone from the user, the remote has not yet
-    /// closed its side.
-    pub(crate) fn closing(&self) {
-        self.table
-            .lock()
-            .pairs
-            .insert((self.local, self.remote), Pair::Closing);
+    /// closed its side; `remote_closed` tells when it has.
+    pub(crate) fn closing(&self, remote_closed: RemoteClosed) {
+        let mut table = self.table.lock();
+        if let Some(pair) = table.pairs.get_mut(&(self.local, self.remote))
+            && pair.lease() == self.id
+        {
+            *pair = Pair::Closing(self.id, remote_closed);
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.table.lock().pairs.remove(&(self.local, self.remote));
+        let mut table = self.table.lock();
+        // A dial may already have taken over the pair of a closing lease.
+        if table
+            .pairs
+            .get(&(self.local, self.remote))
+            .is_some_and(|pair| pair.lease() == self.id)
+        {
+            table.pairs.remove(&(self.local, self.remote));
+        }
     }
 }
 
@@ -570,7 +607,7 @@ mod tests {
         let _a = table.register(sa("127.0.0.1:5000"));
         let remote = sa("127.0.0.1:80");
         let lease = take(&table, remote, no_route_lookup).unwrap();
-        lease.closing();
+        lease.closing(Arc::new(|| false));
         assert_eq!(
             (table.live_connections(), table.closing_connections()),
             (0, 1)

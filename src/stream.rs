@@ -4,11 +4,13 @@ use std::{
     fmt, io,
     net::{Shutdown, SocketAddr},
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
 
-use futures::{AsyncRead, AsyncWrite};
+use futures::{AsyncRead, AsyncWrite, FutureExt};
+use tokio::io::Interest;
 
 use crate::port_reuse::Lease;
 
@@ -235,7 +237,7 @@ impl Drop for TcpStream {
         let (Some(io), Some(lease)) = (self.io.take(), self.lease.take()) else {
             return;
         };
-        if self.eof {
+        if self.eof || remote_closed(&io) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -248,19 +250,47 @@ impl Drop for TcpStream {
         {
             return;
         }
-        lease.closing();
+        let io = Arc::new(io);
+        let probe = Arc::downgrade(&io);
+        lease.closing(Arc::new(move || {
+            probe.upgrade().is_none_or(|io| remote_closed(&io))
+        }));
         runtime.spawn(await_remote_close(io, lease));
     }
 }
 
-/// Keeps `io` open until the remote closes its side (reads end of stream or an error) or
-/// [`CLOSING_LIMIT`] passes, discarding what arrives; then closes it and releases the pair.
-async fn await_remote_close(io: tokio::net::TcpStream, lease: Lease) {
+/// [`CLOSING_LIMIT`] from now, rounded up to a whole second since the first call. Connections
+/// closing within the same second share one deadline, so arming their timers rarely has to wake
+/// the runtime's driver (each earlier deadline costs a wake-up, a system call).
+fn coarse_deadline() -> tokio::time::Instant {
+    static EPOCH: OnceLock<tokio::time::Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    let due = (tokio::time::Instant::now() + CLOSING_LIMIT).duration_since(epoch);
+    epoch + Duration::from_secs(due.as_secs() + 1)
+}
+
+/// Whether the socket's readiness already says the remote closed its side or the connection
+/// failed (`EPOLLRDHUP`/`EPOLLHUP`/`EPOLLERR` as the reactor last saw them), without a system
+/// call.
+fn remote_closed(io: &tokio::net::TcpStream) -> bool {
+    match io.ready(Interest::READABLE).now_or_never() {
+        Some(Ok(ready)) => ready.is_read_closed() || ready.is_error(),
+        Some(Err(_)) => true,
+        None => false,
+    }
+}
+
+/// Keeps `io` open until the remote closes its side (the reactor reports the read side closed,
+/// or a read returns end of stream or an error) or [`CLOSING_LIMIT`] passes, discarding what
+/// arrives; then closes it and releases the pair.
+async fn await_remote_close(io: Arc<tokio::net::TcpStream>, lease: Lease) {
     let drain = async {
         let mut buf = [0; 1024];
         loop {
-            if io.readable().await.is_err() {
-                return;
+            match io.ready(Interest::READABLE).await {
+                Ok(ready) if ready.is_read_closed() || ready.is_error() => return,
+                Ok(_) => {}
+                Err(_) => return,
             }
             match io.try_read(&mut buf) {
                 Ok(0) => return,
@@ -270,7 +300,10 @@ async fn await_remote_close(io: tokio::net::TcpStream, lease: Lease) {
             }
         }
     };
-    if tokio::time::timeout(CLOSING_LIMIT, drain).await.is_err() {
+    if tokio::time::timeout_at(coarse_deadline(), drain)
+        .await
+        .is_err()
+    {
         tracing::debug!(
             ?lease,
             "remote did not close within {CLOSING_LIMIT:?}, releasing the pair"
