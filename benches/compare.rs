@@ -256,6 +256,8 @@ struct Samples {
     /// Dial times of the dials that left from the listening port, and of the others.
     reused_times: Vec<Duration>,
     other_times: Vec<Duration>,
+    /// Whole cycles: dial, echo, close (rows 1 and 2).
+    cycle_times: Vec<Duration>,
     reused: usize,
     failed: usize,
     /// Dials that fell back after a failed system call (ours: `Fallback::Refused`; libp2p-tcp:
@@ -419,6 +421,8 @@ async fn sequential(close: Close, rounds: usize, per_round: usize) -> [Samples; 
                 if done.await.is_err() {
                     samples.failed += 1;
                 }
+                drop(conn);
+                samples.cycle_times.push(started.elapsed());
             }
         }
     }
@@ -646,6 +650,12 @@ fn main() {
     );
     report.add(
         "1 seq dial+echo, server closes first",
+        "cycle p50 us (dial+echo+close)",
+        s.each_mut().map(|s| p50(&mut s.cycle_times)),
+        true,
+    );
+    report.add(
+        "1 seq dial+echo, server closes first",
         "p99 us",
         s.each_mut().map(|s| s.pct(0.99)),
         true,
@@ -657,6 +667,12 @@ fn main() {
     report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
     report.add(row, "p99 us", s.each_mut().map(|s| s.pct(0.99)), true);
     report.add(row, "max us", s.each_mut().map(|s| s.max()), true);
+    report.add(
+        row,
+        "cycle p50 us (dial+echo+close)",
+        s.each_mut().map(|s| p50(&mut s.cycle_times)),
+        true,
+    );
     report.add(
         row,
         "p50 us, reused dials",

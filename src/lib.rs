@@ -49,6 +49,7 @@
 
 #[doc(hidden)]
 pub mod bench_support;
+mod closing;
 mod config;
 mod dial;
 mod listener;

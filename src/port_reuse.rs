@@ -11,7 +11,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use crate::{route, stream::Fallback};
+use crate::{closing::Reaper, route, stream::Fallback};
 
 /// A handle on the transport's port-reuse table, for observing what dials will do.
 ///
@@ -21,6 +21,8 @@ use crate::{route, stream::Fallback};
 pub struct PortReuse {
     enabled: bool,
     table: Arc<Mutex<Table>>,
+    /// Holds the sockets of closing pairs until their remote closes.
+    reaper: Arc<Reaper>,
 }
 
 #[derive(Default)]
@@ -86,6 +88,7 @@ impl PortReuse {
         Self {
             enabled,
             table: Arc::default(),
+            reaper: Arc::default(),
         }
     }
 
@@ -316,6 +319,11 @@ impl Lease {
     /// The listening address to bind.
     pub(crate) fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The task that holds closing connections of this table.
+    pub(crate) fn reaper(&self) -> Arc<Reaper> {
+        self.table.reaper.clone()
     }
 
     /// Marks the pair as closing: its connection is gone from the user, the remote has not yet
@@ -629,5 +637,30 @@ mod tests {
             choose(&table, "127.0.0.1:80", "127.0.0.1"),
             Ok(sa("127.0.0.1:5000"))
         );
+    }
+
+    #[test]
+    fn a_closing_pair_is_free_once_the_remote_closed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let table = PortReuse::new(true);
+        let _a = table.register(sa("127.0.0.1:5000"));
+        let remote = sa("127.0.0.1:80");
+        let old = take(&table, remote, no_route_lookup).unwrap();
+        let remote_closed = Arc::new(AtomicBool::new(false));
+        let probe = remote_closed.clone();
+        old.closing(Arc::new(move || probe.load(Ordering::Relaxed)));
+        assert_eq!(table.source_for(remote), Err(Fallback::Busy));
+        remote_closed.store(true, Ordering::Relaxed);
+        // Taken over before the old lease is gone; the old lease's release leaves it alone.
+        let new = take(&table, remote, no_route_lookup).unwrap();
+        assert_eq!(new.local(), sa("127.0.0.1:5000"));
+        drop(old);
+        assert_eq!(
+            (table.live_connections(), table.closing_connections()),
+            (1, 0)
+        );
+        assert_eq!(table.source_for(remote), Err(Fallback::Busy));
+        drop(new);
+        assert_eq!(table.live_connections(), 0);
     }
 }

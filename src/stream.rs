@@ -4,19 +4,13 @@ use std::{
     fmt, io,
     net::{Shutdown, SocketAddr},
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
-use futures::{AsyncRead, AsyncWrite, FutureExt};
-use tokio::io::Interest;
+use futures::{AsyncRead, AsyncWrite};
 
-use crate::port_reuse::Lease;
-
-/// How long a dropped outbound connection from a listening port waits for the remote to close
-/// its side before its pair is given up to the kernel's own timers.
-const CLOSING_LIMIT: Duration = Duration::from_secs(10);
+use crate::{closing::remote_closed, port_reuse::Lease};
 
 /// A TCP connection made or accepted by the [`Transport`](crate::Transport).
 ///
@@ -240,9 +234,6 @@ impl Drop for TcpStream {
         if self.eof || remote_closed(&io) {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         // Send the FIN now, as closing would; the socket stays open until the remote's FIN.
         if socket2::SockRef::from(&io)
             .shutdown(Shutdown::Write)
@@ -255,60 +246,6 @@ impl Drop for TcpStream {
         lease.closing(Arc::new(move || {
             probe.upgrade().is_none_or(|io| remote_closed(&io))
         }));
-        runtime.spawn(await_remote_close(io, lease));
+        lease.reaper().hold(io, lease);
     }
-}
-
-/// [`CLOSING_LIMIT`] from now, rounded up to a whole second since the first call. Connections
-/// closing within the same second share one deadline, so arming their timers rarely has to wake
-/// the runtime's driver (each earlier deadline costs a wake-up, a system call).
-fn coarse_deadline() -> tokio::time::Instant {
-    static EPOCH: OnceLock<tokio::time::Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
-    let due = (tokio::time::Instant::now() + CLOSING_LIMIT).duration_since(epoch);
-    epoch + Duration::from_secs(due.as_secs() + 1)
-}
-
-/// Whether the socket's readiness already says the remote closed its side or the connection
-/// failed (`EPOLLRDHUP`/`EPOLLHUP`/`EPOLLERR` as the reactor last saw them), without a system
-/// call.
-fn remote_closed(io: &tokio::net::TcpStream) -> bool {
-    match io.ready(Interest::READABLE).now_or_never() {
-        Some(Ok(ready)) => ready.is_read_closed() || ready.is_error(),
-        Some(Err(_)) => true,
-        None => false,
-    }
-}
-
-/// Keeps `io` open until the remote closes its side (the reactor reports the read side closed,
-/// or a read returns end of stream or an error) or [`CLOSING_LIMIT`] passes, discarding what
-/// arrives; then closes it and releases the pair.
-async fn await_remote_close(io: Arc<tokio::net::TcpStream>, lease: Lease) {
-    let drain = async {
-        let mut buf = [0; 1024];
-        loop {
-            match io.ready(Interest::READABLE).await {
-                Ok(ready) if ready.is_read_closed() || ready.is_error() => return,
-                Ok(_) => {}
-                Err(_) => return,
-            }
-            match io.try_read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    };
-    if tokio::time::timeout_at(coarse_deadline(), drain)
-        .await
-        .is_err()
-    {
-        tracing::debug!(
-            ?lease,
-            "remote did not close within {CLOSING_LIMIT:?}, releasing the pair"
-        );
-    }
-    drop(io);
-    drop(lease);
 }
