@@ -855,7 +855,7 @@ fn main() {
     eprintln!("row 6: throughput");
     let total = scale(256, 64) * 1024 * 1024;
     let mut mibs: [Vec<f64>; 3] = Default::default();
-    for round in 0..scale(7, 2) {
+    for round in 0..scale(15, 2) {
         for i in order(round) {
             mibs[i].push(rt.block_on(throughput(IMPLS[i], total)));
         }
