@@ -29,6 +29,7 @@ pub struct Config {
     pub(crate) keepalive: Option<Duration>,
     pub(crate) backlog: u32,
     pub(crate) port_reuse: bool,
+    pub(crate) foreign_port_sharing: bool,
 }
 
 impl Config {
@@ -42,6 +43,7 @@ impl Config {
     /// - listen backlog: 1024.
     /// - port reuse: on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when
     ///   the [`Transport`](crate::Transport) is created.
+    /// - sharing a listening port with sockets outside this transport: refused.
     pub fn new() -> Self {
         Self {
             nodelay: true,
@@ -50,6 +52,7 @@ impl Config {
             keepalive: None,
             backlog: 1024,
             port_reuse: true,
+            foreign_port_sharing: false,
         }
     }
 
@@ -99,6 +102,22 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Whether `listen_on` may share a port that a socket outside this transport already holds.
+    /// Default: `false`.
+    ///
+    /// With `SO_REUSEPORT`, Linux lets any socket of the same user bind a port another one
+    /// listens on, and then splits incoming connections between them: two daemons could
+    /// silently share one port. By default `listen_on` first checks with a probe socket without
+    /// `SO_REUSEPORT` and refuses such a port with `AddrInUse`. Ports this transport already
+    /// listens on (or dials from) are shared as before. Set this to `true` to share on purpose,
+    /// for example with a second process of your own.
+    pub fn foreign_port_sharing(mut self, value: bool) -> Self {
+        self.foreign_port_sharing = value;
+        self
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self::new()
@@ -125,6 +144,7 @@ mod tests {
         assert_eq!(config.keepalive, None);
         assert_eq!(config.backlog, 1024);
         assert!(config.port_reuse);
+        assert!(!config.foreign_port_sharing);
     }
 
     #[test]

@@ -133,6 +133,21 @@ impl PortReuse {
         self.lock().select(remote, source)
     }
 
+    /// Whether one of our listeners or outbound connections holds `addr`'s port on an IP that
+    /// overlaps `addr`'s (the same IP, or either of the two unspecified) in its family.
+    pub(crate) fn holds_port(&self, addr: SocketAddr) -> bool {
+        let overlaps = |ours: SocketAddr| {
+            ours.port() == addr.port()
+                && ours.is_ipv4() == addr.is_ipv4()
+                && (ours.ip() == addr.ip()
+                    || ours.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        };
+        let table = self.lock();
+        table.listeners.keys().copied().any(overlaps)
+            || table.pairs.keys().any(|(local, _)| overlaps(*local))
+    }
+
     /// Registers a bound listening address; the address stays registered while the returned
     /// guard lives. Registering an address twice counts references.
     pub(crate) fn register(&self, addr: SocketAddr) -> Registration {

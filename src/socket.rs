@@ -48,6 +48,27 @@ pub(crate) fn allow_rebind(socket: &Socket) -> io::Result<()> {
     Ok(())
 }
 
+/// Fails with `AddrInUse` if a socket other than ours holds `addr`'s port: a probe socket
+/// without `SO_REUSEPORT` (but with `SO_REUSEADDR`, so that `TIME_WAIT` leftovers do not count)
+/// cannot bind it.
+pub(crate) fn ensure_unshared(addr: SocketAddr) -> io::Result<()> {
+    let probe = new_nonblocking(Domain::for_address(addr))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    allow_rebind(&probe)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "the port is held by a socket outside this transport; sharing it through \
+             SO_REUSEPORT would split its connections between the two \
+             (Config::foreign_port_sharing(true) allows that)",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sets `SO_REUSEPORT`, so that listeners and outgoing connections of this user can share the
 /// port. On Linux the kernel also spreads incoming connections over listeners sharing a port.
 /// Does nothing where [`REUSEPORT_AVAILABLE`] is false (the transport then never reuses ports).

@@ -68,6 +68,16 @@ impl Transport {
             return Err(io::Error::other("libp2p-reuseport needs a tokio runtime"));
         }
         let reuse = self.port_reuse.is_enabled();
+        // With SO_REUSEPORT the kernel would let us share a port another socket of this user
+        // already listens on, and split its connections between the two. Unless the port is
+        // ours already or sharing is wanted, find out first whether anyone else holds it.
+        if reuse
+            && addr.port() != 0
+            && !self.config.foreign_port_sharing
+            && !self.port_reuse.holds_port(addr)
+        {
+            socket::ensure_unshared(addr)?;
+        }
         let socket = socket::tcp(&self.config, addr)?;
         socket::allow_rebind(&socket)?;
         if reuse {

@@ -490,11 +490,11 @@ async fn options_reach_the_sockets() {
 async fn a_pair_taken_outside_the_table_falls_back_once() {
     let mut b = transport();
     let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
-    // Two transports share one listening port (allowed for one user with SO_REUSEPORT), each
+    // Two transports share one listening port (allowed on purpose with SO_REUSEPORT), each
     // with its own table: the second does not know the first's connection.
     let mut first = transport();
     let (_, shared) = listen(&mut first, "/ip4/127.0.0.1/tcp/0").await;
-    let mut second = transport();
+    let mut second = Transport::new(Config::new().foreign_port_sharing(true));
     let (_, again) = listen(&mut second, &to_multiaddr(shared).to_string()).await;
     assert_eq!(again, shared);
     let (one, _a1, from_one) = connect(&mut first, &mut b, b_addr, PortUse::Reuse).await;
