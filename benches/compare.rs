@@ -252,6 +252,8 @@ async fn echo_server(close: Close) -> (SocketAddr, Arc<AtomicUsize>) {
 /// Samples of one implementation in one row.
 #[derive(Default)]
 struct Samples {
+    /// Successful dials.
+    dials: usize,
     times: Vec<Duration>,
     /// Dial times of the dials that left from the listening port, and of the others.
     reused_times: Vec<Duration>,
@@ -287,6 +289,7 @@ impl Samples {
     /// Records a successful dial and, if timed, how long it took.
     fn note(&mut self, dialer: &Dialer, conn: &Conn, took: Option<Duration>) {
         let reused = conn.local_port() == dialer.listen_port;
+        self.dials += 1;
         self.reused += usize::from(reused);
         if let Some(took) = took {
             self.times.push(took);
@@ -325,6 +328,25 @@ impl Report {
             values,
             ratios,
         });
+    }
+
+    /// The outcome rows every dialing row has: reused share, failures, failed system calls, and
+    /// (this crate only) pairs passed over because they were taken or closing.
+    fn outcomes(&mut self, name: &str, samples: &[Samples; 3]) {
+        let reused = samples
+            .each_ref()
+            .map(|s| 100.0 * s.reused as f64 / s.dials.max(1) as f64);
+        self.add(name, "reused %", reused, false);
+        self.add(
+            name,
+            "failures",
+            samples.each_ref().map(|s| s.failed as f64),
+            false,
+        );
+        let syscalls = samples.each_ref().map(|s| s.failed_syscalls as f64);
+        self.add(name, "failed connect syscalls", syscalls, false);
+        let busy = samples.each_ref().map(|s| s.busy as f64);
+        self.add(name, "pairs passed over (no syscall)", busy, false);
     }
 
     fn print(&self) -> String {
@@ -391,6 +413,21 @@ impl Report {
             "{{\n  \"machine\": {machine:?},\n  \"rows\": [\n{}\n  ]\n}}\n",
             rows.join(",\n")
         )
+    }
+}
+
+/// Dials `server`, records the dial, echoes one byte and drops the connection (the client
+/// closes first).
+async fn dial_echo_drop(dialer: &mut Dialer, server: SocketAddr, samples: &mut Samples) {
+    let started = Instant::now();
+    match dialer.dial(server).await {
+        Ok(mut conn) => {
+            samples.note(dialer, &conn, Some(started.elapsed()));
+            if conn.echo().await.is_err() {
+                samples.failed += 1;
+            }
+        }
+        Err(_) => samples.failed += 1,
     }
 }
 
@@ -685,25 +722,7 @@ fn main() {
         s.each_mut().map(|s| p50(&mut s.other_times)),
         false,
     );
-    report.add(
-        row,
-        "reused %",
-        s.each_ref()
-            .map(|s| 100.0 * s.reused as f64 / s.times.len().max(1) as f64),
-        false,
-    );
-    report.add(
-        row,
-        "failures",
-        s.each_ref().map(|s| s.failed as f64),
-        false,
-    );
-    report.add(
-        row,
-        "failed connect syscalls",
-        s.each_ref().map(|s| s.failed_syscalls as f64),
-        false,
-    );
+    report.outcomes(row, &s);
 
     eprintln!("row 3: redials while the remote holds the old connection 300 ms");
     let (mut s, resets) = rt.block_on(async {
@@ -713,16 +732,7 @@ fn main() {
             let (server, reset_count) = echo_server(Close::Hold(Duration::from_millis(300))).await;
             let mut dialer = Dialer::new(which);
             for _ in 0..scale(100, 20) {
-                let started = Instant::now();
-                match dialer.dial(server).await {
-                    Ok(mut conn) => {
-                        samples[i].note(&dialer, &conn, Some(started.elapsed()));
-                        if conn.echo().await.is_err() {
-                            samples[i].failed += 1;
-                        }
-                    }
-                    Err(_) => samples[i].failed += 1,
-                }
+                dial_echo_drop(&mut dialer, server, &mut samples[i]).await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             resets[i] = reset_count.load(Ordering::Relaxed) as f64;
@@ -733,25 +743,7 @@ fn main() {
     report.add(row, "dial p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
     report.add(row, "dial max us", s.each_mut().map(|s| s.max()), true);
     report.add(row, "remote conns reset", resets, false);
-    report.add(
-        row,
-        "reused %",
-        s.each_ref()
-            .map(|s| 100.0 * s.reused as f64 / s.times.len().max(1) as f64),
-        false,
-    );
-    report.add(
-        row,
-        "failed connect syscalls",
-        s.each_ref().map(|s| s.failed_syscalls as f64),
-        false,
-    );
-    report.add(
-        row,
-        "failures",
-        s.each_ref().map(|s| s.failed as f64),
-        false,
-    );
+    report.outcomes(row, &s);
 
     for (listeners, label) in [
         (1, "4a 200 concurrent dials, 1 listener"),
@@ -765,24 +757,14 @@ fn main() {
             results.each_mut().map(|(_, w)| median(w)),
             true,
         );
-        report.add(
-            label,
-            "failures",
-            results.each_ref().map(|(s, _)| s.failed as f64),
-            false,
-        );
+        let samples = results.map(|(samples, _)| samples);
         report.add(
             label,
             "reused (all rounds)",
-            results.each_ref().map(|(s, _)| s.reused as f64),
+            samples.each_ref().map(|s| s.reused as f64),
             false,
         );
-        report.add(
-            label,
-            "failed connect syscalls",
-            results.each_ref().map(|(s, _)| s.failed_syscalls as f64),
-            false,
-        );
+        report.outcomes(label, &samples);
     }
 
     eprintln!("row 5: client-first redials on a 2-worker runtime");
@@ -802,16 +784,7 @@ fn main() {
                 let dialer = &mut dialers[i];
                 let started = Instant::now();
                 for _ in 0..total / 10 {
-                    let t = Instant::now();
-                    match dialer.dial(server).await {
-                        Ok(mut conn) => {
-                            samples[i].note(dialer, &conn, Some(t.elapsed()));
-                            if conn.echo().await.is_err() {
-                                samples[i].failed += 1;
-                            }
-                        }
-                        Err(_) => samples[i].failed += 1,
-                    }
+                    dial_echo_drop(dialer, server, &mut samples[i]).await;
                 }
                 walls[i] += started.elapsed();
             }
@@ -838,19 +811,7 @@ fn main() {
         walls.map(|w| w.as_secs_f64() * 1e3),
         true,
     );
-    report.add(
-        row,
-        "failures",
-        s.each_ref().map(|s| s.failed as f64),
-        false,
-    );
-    report.add(
-        row,
-        "reused %",
-        s.each_ref()
-            .map(|s| 100.0 * s.reused as f64 / s.times.len().max(1) as f64),
-        false,
-    );
+    report.outcomes(row, &s);
 
     eprintln!("row 6: throughput");
     let total = scale(256, 64) * 1024 * 1024;
