@@ -443,6 +443,8 @@ async fn refused_connections_are_returned_as_they_are() {
     );
 }
 
+// socket2 reads the keepalive idle time back on unix only.
+#[cfg(unix)]
 #[tokio::test]
 async fn options_reach_the_sockets() {
     use socket2::SockRef;

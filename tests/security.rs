@@ -3,6 +3,9 @@
 //! transport holds, unless `Config::foreign_port_sharing(true)`; sharing within the transport
 //! stays allowed, and TIME_WAIT leftovers or our own outbound connections do not count.
 
+// SO_REUSEPORT, and with it the sharing this guards against, exists on unix only.
+#![cfg(unix)]
+
 mod util;
 
 use std::{io, net::SocketAddr};
