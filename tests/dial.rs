@@ -513,3 +513,16 @@ async fn a_pair_taken_outside_the_table_falls_back_once() {
         "the refused pair is not held"
     );
 }
+
+#[test]
+fn public_types_can_move_between_tasks() {
+    fn owned<T: Send + Unpin + 'static>() {}
+    fn shared<T: Send + Sync + 'static>() {}
+    fn stream<T: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static>() {}
+    owned::<Transport>();
+    owned::<libp2p_reuseport::TcpStream>();
+    owned::<<Transport as libp2p_core::Transport>::Dial>();
+    shared::<Config>();
+    shared::<libp2p_reuseport::PortReuse>();
+    stream::<libp2p_reuseport::TcpStream>();
+}
