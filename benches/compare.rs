@@ -59,6 +59,20 @@ fn reuse() -> DialOpts {
     }
 }
 
+/// Starts a libp2p-tcp listener on 127.0.0.1 and returns its address. libp2p-tcp registers a
+/// specific address for reuse as it binds and queues the address as its first event.
+fn tcp_listen(tcp: &mut libp2p_tcp::tokio::Transport) -> SocketAddr {
+    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().expect("valid");
+    tcp.listen_on(ListenerId::next(), listen).expect("listen");
+    match futures::executor::block_on(poll_fn(|cx| Pin::new(&mut *tcp).poll(cx))) {
+        TransportEvent::NewAddress { listen_addr, .. } => match listen_addr.iter().nth(1) {
+            Some(Protocol::Tcp(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
+            _ => unreachable!("tcp address"),
+        },
+        _ => unreachable!("first event is the address"),
+    }
+}
+
 /// A dialer of one implementation, with its own listener on 127.0.0.1.
 struct Dialer {
     which: Impl,
@@ -77,21 +91,7 @@ impl Dialer {
                 ours.listen_on(ListenerId::next(), listen).expect("listen");
                 ours.port_reuse().listen_addrs()[0].port()
             }
-            Impl::Tcp => {
-                // libp2p-tcp registers a specific address for reuse as it binds; the port is in
-                // its first event.
-                tcp.listen_on(ListenerId::next(), listen).expect("listen");
-                let event = futures::executor::block_on(poll_fn(|cx| Pin::new(&mut tcp).poll(cx)));
-                match event {
-                    TransportEvent::NewAddress { listen_addr, .. } => {
-                        match listen_addr.iter().nth(1) {
-                            Some(Protocol::Tcp(port)) => port,
-                            _ => unreachable!("tcp address"),
-                        }
-                    }
-                    _ => unreachable!("first event is the address"),
-                }
-            }
+            Impl::Tcp => tcp_listen(&mut tcp).port(),
             Impl::Raw => 0,
         };
         Self {
@@ -567,16 +567,7 @@ async fn accept_rate(which: Impl, connections: usize) -> f64 {
             ours.listen_on(ListenerId::next(), listen).expect("listen");
             ours.port_reuse().listen_addrs()[0]
         }
-        Impl::Tcp => {
-            tcp.listen_on(ListenerId::next(), listen).expect("listen");
-            match poll_fn(|cx| Pin::new(&mut tcp).poll(cx)).await {
-                TransportEvent::NewAddress { listen_addr, .. } => match listen_addr.iter().nth(1) {
-                    Some(Protocol::Tcp(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
-                    _ => unreachable!("tcp address"),
-                },
-                _ => unreachable!("first event is the address"),
-            }
-        }
+        Impl::Tcp => tcp_listen(&mut tcp),
         Impl::Raw => raw.local_addr().expect("addr"),
     };
     let dialers: Vec<_> = (0..2)
