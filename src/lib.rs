@@ -47,6 +47,9 @@
 //! Do not also call `with_tcp` on the builder: libp2p-tcp would be asked first for every TCP
 //! address and this transport would never dial.
 
+// The benchmark's hooks exist only with the feature benches/compare turns on: the default public
+// API stays as documented.
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_support;
 mod closing;

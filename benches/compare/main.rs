@@ -1,0 +1,223 @@
+//! This crate side by side with libp2p-tcp 0.45 and raw tokio, in one process, interleaved round
+//! by round so that drift of a shared machine hits all three alike.
+//!
+//! ```text
+//! cargo bench --bench compare                  # the full run, about two minutes
+//! cargo bench --bench compare -- --quick       # fewer rounds, for a smoke test
+//! ```
+//!
+//! Prints a table with the ratios (ours / libp2p-tcp, ours / raw) and writes the same figures as
+//! JSON to `target/bench-compare.json` (or the path in `BENCH_JSON`). Every dialer listens on its
+//! own port and reuses it where it can (`PortUse::Reuse`); raw tokio dials from ephemeral ports
+//! (`TcpStream::connect`, then `TCP_NODELAY`, as the transports set it).
+//!
+//! The modules: `impls` (the implementations under test, one column each), `servers` (the raw
+//! tokio echo servers they dial), `workloads` (what each row runs), `samples` (what a row's dials
+//! came to), `report` (the table and the JSON). This file runs the rows in order.
+
+mod impls;
+mod report;
+mod samples;
+mod servers;
+mod workloads;
+
+use std::time::Duration;
+
+use crate::{
+    impls::{IMPLS, Impl, N, order},
+    report::{Report, machine, only},
+    samples::{Samples, median, p50},
+    servers::Close,
+};
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = |full: usize, small: usize| if quick { small } else { full };
+    let mut report = Report::default();
+    let rt = current_thread();
+
+    eprintln!("row 1: sequential dials, server closes first");
+    let mut s = rt.block_on(workloads::sequential(
+        Close::ServerFirst,
+        scale(10, 2),
+        scale(300, 50),
+    ));
+    let row = "1 seq dial+echo, server closes first";
+    report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
+    report.add(
+        row,
+        "cycle p50 us (dial+echo+close)",
+        s.each_mut().map(|s| p50(&mut s.cycle_times)),
+        true,
+    );
+    report.add(row, "p99 us", s.each_mut().map(|s| s.pct(0.99)), true);
+
+    eprintln!("row 2: sequential dials, client closes first");
+    let mut s = rt.block_on(workloads::sequential(
+        Close::ClientFirst,
+        scale(10, 2),
+        scale(300, 50),
+    ));
+    let row = "2 seq dial+echo, client closes first";
+    report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
+    report.add(row, "p99 us", s.each_mut().map(|s| s.pct(0.99)), true);
+    report.add(row, "max us", s.each_mut().map(|s| s.max()), true);
+    report.add(
+        row,
+        "cycle p50 us (dial+echo+close)",
+        s.each_mut().map(|s| p50(&mut s.cycle_times)),
+        true,
+    );
+    report.add(
+        row,
+        "p50 us, reused dials",
+        s.each_mut().map(|s| p50(&mut s.reused_times)),
+        false,
+    );
+    report.add(
+        row,
+        "p50 us, other dials",
+        s.each_mut().map(|s| p50(&mut s.other_times)),
+        false,
+    );
+    report.outcomes(row, &s);
+
+    eprintln!("row 3: redials while the remote holds the old connection 300 ms");
+    let (mut s, resets) = rt.block_on(workloads::redial_while_held(
+        scale(100, 20),
+        Duration::from_millis(300),
+    ));
+    let row = "3 redial, remote holds old conn 300 ms";
+    report.add(row, "dial p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
+    report.add(row, "dial max us", s.each_mut().map(|s| s.max()), true);
+    report.add(row, "remote conns reset", resets, false);
+    report.outcomes(row, &s);
+
+    for (listeners, label) in [
+        (1, "4a 200 concurrent dials, 1 listener"),
+        (200, "4b 200 concurrent dials, 200 listeners"),
+    ] {
+        eprintln!("row {label}");
+        let mut results = rt.block_on(workloads::concurrent(listeners, scale(5, 2)));
+        report.add(
+            label,
+            "wall ms (median)",
+            results.each_mut().map(|(_, w)| median(w)),
+            true,
+        );
+        let samples: [Samples; N] = results.map(|(samples, _)| samples);
+        report.add(
+            label,
+            "reused (all rounds)",
+            samples.each_ref().map(|s| s.reused as f64),
+            false,
+        );
+        report.outcomes(label, &samples);
+    }
+
+    eprintln!("row 5: client-first redials on a 2-worker runtime");
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut s, walls) = mt.block_on(workloads::redials(scale(5000, 500)));
+    let row = "5 client-first redials, 2 workers";
+    report.add(
+        row,
+        "dials > 100 ms",
+        s.each_ref().map(|s| {
+            s.times
+                .iter()
+                .filter(|t| **t > Duration::from_millis(100))
+                .count() as f64
+        }),
+        false,
+    );
+    report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
+    report.add(row, "max us", s.each_mut().map(|s| s.max()), true);
+    report.add(
+        row,
+        "total wall ms",
+        walls.map(|w| w.as_secs_f64() * 1e3),
+        true,
+    );
+    report.outcomes(row, &s);
+
+    eprintln!("row 6: throughput");
+    let total = scale(256, 64) * 1024 * 1024;
+    let mut mibs: [Vec<f64>; N] = Default::default();
+    for round in 0..scale(15, 2) {
+        for i in order(round) {
+            mibs[i].push(rt.block_on(workloads::throughput(IMPLS[i], total)));
+        }
+    }
+    report.add(
+        "6 one connection, 64 KiB writes",
+        "MiB/s (median)",
+        mibs.each_mut().map(|m| median(m)),
+        true,
+    );
+
+    eprintln!("row 7: accept rate");
+    let mut rates: [Vec<f64>; N] = Default::default();
+    for round in 0..scale(7, 2) {
+        for i in order(round) {
+            rates[i].push(rt.block_on(workloads::accept_rate(IMPLS[i], scale(2000, 400))));
+        }
+    }
+    report.add(
+        "7 accept, 2 dialing tasks",
+        "conns/s (median)",
+        rates.each_mut().map(|r| median(r)),
+        true,
+    );
+
+    eprintln!("row 8: source selection");
+    let decisions = scale(1_000_000, 100_000);
+    let mut per_size = Vec::new();
+    for n in [1, 100, 10_000] {
+        let best = workloads::source_choice(n, decisions);
+        per_size.push(best);
+        report.add(
+            &format!("8 source choice, {n} addresses"),
+            "ns/decision",
+            only(&[(Impl::Ours, best)]),
+            false,
+        );
+    }
+    report.add(
+        "8 source choice",
+        "10,000 / 1 addresses",
+        only(&[(Impl::Ours, per_size[2] / per_size[0])]),
+        false,
+    );
+
+    eprintln!("row 9: the system calls a reusing dial adds");
+    let (plain, reusing) = workloads::bind_floor(scale(20_000, 2_000));
+    report.add(
+        "9 socket+close, plain vs +SO_REUSEPORT+bind to a listening port",
+        "us per socket",
+        only(&[(Impl::Ours, reusing), (Impl::Raw, plain)]),
+        true,
+    );
+
+    let table = report.print();
+    let machine = machine();
+    println!("machine: {machine}\n");
+    println!("{table}");
+    let path = std::env::var("BENCH_JSON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-compare.json").to_string()
+    });
+    match std::fs::write(&path, report.json(&machine)) {
+        Ok(()) => println!("figures written to {path}"),
+        Err(e) => println!("could not write {path}: {e}"),
+    }
+}

@@ -1,0 +1,84 @@
+//! What one implementation's dials in one row came to, and the statistics taken from it.
+
+use std::time::Duration;
+
+use libp2p_reuseport::{Fallback, PortOrigin};
+
+use crate::impls::{Conn, Dialer};
+
+/// Samples of one implementation in one row.
+#[derive(Default)]
+pub(crate) struct Samples {
+    /// Successful dials.
+    pub(crate) dials: usize,
+    pub(crate) times: Vec<Duration>,
+    /// Dial times of the dials that left from the listening port, and of the others.
+    pub(crate) reused_times: Vec<Duration>,
+    pub(crate) other_times: Vec<Duration>,
+    /// Whole cycles: dial, echo, close (rows 1 and 2).
+    pub(crate) cycle_times: Vec<Duration>,
+    pub(crate) reused: usize,
+    pub(crate) failed: usize,
+    /// Dials that fell back after a failed system call (ours: `Fallback::Refused`; libp2p-tcp:
+    /// every fallback, since it falls back only after `connect` failed).
+    pub(crate) failed_syscalls: usize,
+    pub(crate) busy: usize,
+}
+
+impl Samples {
+    fn sorted(&mut self) -> &[Duration] {
+        self.times.sort();
+        &self.times
+    }
+
+    pub(crate) fn pct(&mut self, p: f64) -> f64 {
+        let times = self.sorted();
+        if times.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((times.len() - 1) as f64 * p).round() as usize;
+        times[i].as_secs_f64() * 1e6
+    }
+
+    pub(crate) fn max(&mut self) -> f64 {
+        self.sorted()
+            .last()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+    }
+
+    /// Records a successful dial and, if timed, how long it took.
+    pub(crate) fn note(&mut self, dialer: &Dialer, conn: &Conn, took: Option<Duration>) {
+        let reused = conn.local_port() == dialer.listen_port;
+        self.dials += 1;
+        self.reused += usize::from(reused);
+        if let Some(took) = took {
+            self.times.push(took);
+            match reused {
+                true => self.reused_times.push(took),
+                false => self.other_times.push(took),
+            }
+        }
+        match conn.origin() {
+            Some(PortOrigin::Ephemeral(Fallback::Refused(_))) => self.failed_syscalls += 1,
+            Some(PortOrigin::Ephemeral(Fallback::Busy)) => self.busy += 1,
+            _ if !reused && dialer.which.fallback_means_failed_syscall() => {
+                self.failed_syscalls += 1
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The median of `times` in microseconds; NaN if empty.
+pub(crate) fn p50(times: &mut [Duration]) -> f64 {
+    times.sort();
+    times
+        .get(times.len() / 2)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+}
+
+/// The median of `values`; NaN if empty.
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
