@@ -1,6 +1,7 @@
-//! Connections dropped before their remote closed: kept open, one task per port-reuse table,
-//! until the remote's FIN arrives or [`CLOSING_LIMIT`] passes, so that their (local, remote)
-//! pair is not dialed again too early.
+//! Connections dropped before their remote closed: kept open, one task per transport, until the
+//! remote's FIN arrives or [`CLOSING_LIMIT`] passes, so that their (local, remote) pair is not
+//! dialed again too early. Each socket is held with the [`Lease`] of its pair, released when the
+//! socket closes.
 //!
 //! One task and one timer serve every closing connection of a table: a timer per connection
 //! would cost a wake-up of the runtime's driver (a system call) whenever no other timer is armed.
@@ -30,7 +31,8 @@ pub(crate) const CLOSING_LIMIT: Duration = Duration::from_secs(10);
 /// A socket whose remote has not closed yet, and the pair it holds.
 type Closing = (Arc<TcpStream>, Lease);
 
-/// The handle on a table's closing task; starts the task on first use.
+/// The handle on a transport's closing task; starts the task on first use. The task ends once
+/// every handle is gone and nothing is left to hold.
 #[derive(Default)]
 pub(crate) struct Reaper {
     sender: Mutex<Option<mpsc::UnboundedSender<Closing>>>,
@@ -112,15 +114,15 @@ fn deadline() -> Instant {
 }
 
 /// The task: drains every socket it is handed, closes each when its remote has closed, and
-/// gives up on those still open at their deadline. Ends when the table is gone and nothing is
-/// left to drain.
+/// gives up on those still open at their deadline. Ends when every [`Reaper`] handle is gone and
+/// nothing is left to drain.
 async fn run(mut arrivals: mpsc::UnboundedReceiver<Closing>) {
     let mut draining = FuturesUnordered::new();
     let mut deadlines: VecDeque<(Instant, AbortHandle)> = VecDeque::new();
     let mut timer = Box::pin(tokio::time::sleep(CLOSING_LIMIT));
-    let mut table_gone = false;
+    let mut handles_gone = false;
     futures::future::poll_fn(|cx: &mut Context<'_>| {
-        while !table_gone {
+        while !handles_gone {
             match arrivals.poll_next_unpin(cx) {
                 Poll::Ready(Some((io, lease))) => {
                     let (abort, registration) = AbortHandle::new_pair();
@@ -139,7 +141,7 @@ async fn run(mut arrivals: mpsc::UnboundedReceiver<Closing>) {
                     }
                     deadlines.push_back((due, abort));
                 }
-                Poll::Ready(None) => table_gone = true,
+                Poll::Ready(None) => handles_gone = true,
                 Poll::Pending => break,
             }
         }
@@ -160,7 +162,7 @@ async fn run(mut arrivals: mpsc::UnboundedReceiver<Closing>) {
                 tracing::debug!("remote did not close within {CLOSING_LIMIT:?}; closed anyway");
             }
         }
-        if table_gone && draining.is_empty() {
+        if handles_gone && draining.is_empty() {
             Poll::Ready(())
         } else {
             Poll::Pending

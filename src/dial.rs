@@ -1,13 +1,22 @@
 //! The dial future: choose the source, bind, connect, fall back to an ephemeral port once.
 
-use std::{io, net::SocketAddr};
+use std::{io, net::SocketAddr, sync::Arc};
 
 use crate::{
     Config, TcpStream,
+    closing::Reaper,
+    origin::{Fallback, PortOrigin},
     port_reuse::PortReuse,
     route, socket,
-    stream::{Fallback, OnDrop, PortOrigin},
+    stream::OnDrop,
 };
+
+/// What a dial with `PortUse::Reuse` needs: the table to choose its source from, and the task
+/// that holds the connection if it is dropped before its remote closed.
+pub(crate) struct Reuse {
+    pub(crate) table: PortReuse,
+    pub(crate) reaper: Arc<Reaper>,
+}
 
 /// Connects to `remote`. With `reuse`, leaves from a listening port chosen by the port-reuse
 /// table when one is free, else from an ephemeral port.
@@ -17,7 +26,7 @@ use crate::{
 pub(crate) async fn dial(
     config: Config,
     remote: SocketAddr,
-    reuse: Option<PortReuse>,
+    reuse: Option<Reuse>,
 ) -> io::Result<TcpStream> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(io::Error::other(format!(
@@ -31,19 +40,20 @@ pub(crate) async fn dial(
     };
     let lease = match &reuse {
         None => Err(Fallback::NotRequested),
-        Some(table) => table
+        Some(Reuse { table, reaper }) => table
             .source_ip(remote, route::source_ip)
-            .and_then(|source| table.reserve(remote, source)),
+            .and_then(|source| table.reserve(remote, source))
+            .map(|lease| (lease, reaper.clone())),
     };
     let fallback = match lease {
-        Ok(lease) => {
+        Ok((lease, reaper)) => {
             let local = lease.local();
             match connect(&config, remote, Some(local)).await {
                 Ok(io) => {
                     return Ok(TcpStream::dialed(
                         io,
                         PortOrigin::Reused,
-                        Some(lease),
+                        Some((lease, reaper)),
                         on_drop,
                     ));
                 }

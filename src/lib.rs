@@ -47,6 +47,10 @@
 //! Do not also call `with_tcp` on the builder: libp2p-tcp would be asked first for every TCP
 //! address and this transport would never dial.
 
+// Modules depend one way: `origin`, then `port_reuse` (bookkeeping, holds no socket), then
+// `closing` (holds sockets with their `port_reuse::Lease`), then `stream`, then `dial` and
+// `listener`, then `transport`, which wires them and owns the closing task.
+
 // The benchmark's hooks exist only with the feature benches/compare turns on: the default public
 // API stays as documented.
 #[cfg(feature = "bench-internals")]
@@ -57,6 +61,7 @@ mod config;
 mod dial;
 mod listener;
 mod multiaddr;
+mod origin;
 mod port_reuse;
 mod route;
 mod socket;
@@ -65,8 +70,9 @@ mod transport;
 
 pub use crate::{
     config::{Config, PORT_REUSE_ENV},
+    origin::{Fallback, PortOrigin},
     port_reuse::PortReuse,
-    stream::{Fallback, PortOrigin, TcpStream},
+    stream::TcpStream,
     transport::Transport,
 };
 

@@ -10,7 +10,11 @@ use std::{
 
 use futures::{AsyncRead, AsyncWrite};
 
-use crate::{closing::remote_closed, port_reuse::Lease};
+use crate::{
+    closing::{Reaper, remote_closed},
+    origin::PortOrigin,
+    port_reuse::Lease,
+};
 
 /// A TCP connection made or accepted by the [`Transport`](crate::Transport).
 ///
@@ -27,49 +31,11 @@ pub struct TcpStream {
     /// `None` only after `drop` handed the socket over to close it.
     io: Option<tokio::net::TcpStream>,
     origin: PortOrigin,
-    lease: Option<Lease>,
+    /// For an outbound connection from a listening port: the pair it holds, and the task that
+    /// keeps the socket if the stream is dropped before the remote closed.
+    lease: Option<(Lease, Arc<Reaper>)>,
     /// Whether a read returned end of stream: the remote has closed its side.
     eof: bool,
-}
-
-/// Where the local port of a [`TcpStream`] came from.
-///
-/// The swarm records what a dial asked for (`PortUse`), not what happened; this says what
-/// happened.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PortOrigin {
-    /// An inbound connection: the local port is the listener's.
-    Accepted,
-    /// An outbound connection that left from a listening port (`SO_REUSEPORT`).
-    Reused,
-    /// An outbound connection from an ephemeral port chosen by the kernel, and why.
-    Ephemeral(Fallback),
-}
-
-/// Why an outbound connection left from an ephemeral port instead of a listening port.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fallback {
-    /// The dial asked for a new port (`PortUse::New`).
-    NotRequested,
-    /// Port reuse is off: [`Config::port_reuse`](crate::Config::port_reuse), the environment
-    /// variable [`PORT_REUSE_ENV`](crate::PORT_REUSE_ENV), or a platform without
-    /// `SO_REUSEPORT`.
-    Disabled,
-    /// No listener can serve as the source: none of the destination's family, or none on the IP
-    /// the kernel routes from and no wildcard listener.
-    NoListener,
-    /// The kernel's route lookup for the destination failed.
-    NoRoute,
-    /// Every candidate listening address was taken: a connection from it to this destination is
-    /// open, or was dropped but the remote has not closed its side yet (see [`TcpStream`]), or
-    /// the destination is the address itself (a TCP self-connection). No system call was spent
-    /// on a taken pair.
-    Busy,
-    /// The kernel refused the listening address: `bind` or `connect` failed with this kind
-    /// (`AddrInUse` or `AddrNotAvailable`), and the dial was retried once from an ephemeral port.
-    Refused(io::ErrorKind),
 }
 
 /// What to do with the socket when the stream drops.
@@ -94,7 +60,7 @@ impl TcpStream {
     pub(crate) fn dialed(
         io: tokio::net::TcpStream,
         origin: PortOrigin,
-        lease: Option<Lease>,
+        lease: Option<(Lease, Arc<Reaper>)>,
         on_drop: OnDrop,
     ) -> Self {
         Self {
@@ -228,7 +194,7 @@ impl AsyncWrite for TcpStream {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        let (Some(io), Some(lease)) = (self.io.take(), self.lease.take()) else {
+        let (Some(io), Some((lease, reaper))) = (self.io.take(), self.lease.take()) else {
             return;
         };
         if self.eof || remote_closed(&io) {
@@ -246,6 +212,6 @@ impl Drop for TcpStream {
         lease.closing(Arc::new(move || {
             probe.upgrade().is_none_or(|io| remote_closed(&io))
         }));
-        lease.reaper().hold(io, lease);
+        reaper.hold(io, lease);
     }
 }

@@ -5,6 +5,7 @@ use std::{
     fmt, io,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, Waker},
 };
 
@@ -16,8 +17,9 @@ use libp2p_core::{
 
 use crate::{
     Config, TcpStream,
+    closing::Reaper,
     config::{PORT_REUSE_ENV, env_disables_reuse},
-    dial,
+    dial::{self, Reuse},
     listener::{Event, Listener},
     multiaddr,
     port_reuse::PortReuse,
@@ -30,6 +32,8 @@ use crate::{
 pub struct Transport {
     config: Config,
     port_reuse: PortReuse,
+    /// Holds the sockets of closing pairs until their remote closes.
+    reaper: Arc<Reaper>,
     listeners: SelectAll<Listener>,
     /// The task that last polled, woken when a listener is added or removed.
     waker: Option<Waker>,
@@ -52,6 +56,7 @@ impl Transport {
         Self {
             config,
             port_reuse: PortReuse::new(enabled),
+            reaper: Arc::default(),
             listeners: SelectAll::new(),
             waker: None,
         }
@@ -163,7 +168,10 @@ impl libp2p_core::Transport for Transport {
         let Some(remote) = multiaddr::dial_addr(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
-        let reuse = (opts.port_use == PortUse::Reuse).then(|| self.port_reuse.clone());
+        let reuse = (opts.port_use == PortUse::Reuse).then(|| Reuse {
+            table: self.port_reuse.clone(),
+            reaper: self.reaper.clone(),
+        });
         Ok(Box::pin(dial::dial(self.config.clone(), remote, reuse)))
     }
 

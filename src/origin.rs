@@ -1,0 +1,45 @@
+//! What a connection says about its local port: accepted, reused from a listener, or ephemeral
+//! and why.
+
+use std::io;
+
+/// Where the local port of a [`TcpStream`](crate::TcpStream) came from.
+///
+/// The swarm records what a dial asked for (`PortUse`), not what happened; this says what
+/// happened.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortOrigin {
+    /// An inbound connection: the local port is the listener's.
+    Accepted,
+    /// An outbound connection that left from a listening port (`SO_REUSEPORT`).
+    Reused,
+    /// An outbound connection from an ephemeral port chosen by the kernel, and why.
+    Ephemeral(Fallback),
+}
+
+/// Why an outbound connection left from an ephemeral port instead of a listening port.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// The dial asked for a new port (`PortUse::New`).
+    NotRequested,
+    /// Port reuse is off: [`Config::port_reuse`](crate::Config::port_reuse), the environment
+    /// variable [`PORT_REUSE_ENV`](crate::PORT_REUSE_ENV), or a platform without
+    /// `SO_REUSEPORT`.
+    Disabled,
+    /// No listener can serve as the source: none of the destination's family, or none on the IP
+    /// the kernel routes from and no wildcard listener.
+    NoListener,
+    /// The kernel's route lookup for the destination failed.
+    NoRoute,
+    /// Every candidate listening address was taken: a connection from it to this destination is
+    /// open, or was dropped but the remote has not closed its side yet (see
+    /// [`TcpStream`](crate::TcpStream)), or
+    /// the destination is the address itself (a TCP self-connection). No system call was spent
+    /// on a taken pair.
+    Busy,
+    /// The kernel refused the listening address: `bind` or `connect` failed with this kind
+    /// (`AddrInUse` or `AddrNotAvailable`), and the dial was retried once from an ephemeral port.
+    Refused(io::ErrorKind),
+}

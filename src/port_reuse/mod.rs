@@ -1,0 +1,168 @@
+//! The shared port-reuse table: which listening addresses a dial may leave from, which outbound
+//! connections already hold a (local, remote) pair, and the deterministic choice between them.
+//!
+//! Pure bookkeeping: no sockets. The one system call a choice may need (the route lookup) is
+//! passed in by the caller and made without holding the lock.
+//!
+//! - this file: [`PortReuse`], the handle shared by the transport, its listeners and dials;
+//! - `table`: the data and the choice of a source;
+//! - `guards`: the [`Registration`] of a listener and the [`Lease`] of a pair, released on drop.
+
+mod guards;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use crate::{origin::Fallback, route};
+
+pub(crate) use self::guards::{Lease, Registration};
+use self::table::{Pair, Table};
+
+/// A handle on the transport's port-reuse table, for observing what dials will do.
+///
+/// Cloning is cheap; every clone sees the same table. Obtained with
+/// [`Transport::port_reuse`](crate::Transport::port_reuse).
+#[derive(Clone)]
+pub struct PortReuse {
+    enabled: bool,
+    table: Arc<Mutex<Table>>,
+}
+
+impl PortReuse {
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            table: Arc::default(),
+        }
+    }
+
+    /// Whether dials may reuse listening ports at all (configuration, environment, platform).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The registered listening addresses, in registration order, each once. A wildcard listener
+    /// appears with its unspecified IP (`0.0.0.0:port`, `[::]:port`).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        let table = self.lock();
+        let mut addrs: Vec<_> = table.listeners.iter().map(|(a, r)| (r.seq, *a)).collect();
+        addrs.sort_unstable();
+        addrs.into_iter().map(|(_, addr)| addr).collect()
+    }
+
+    /// How many open outbound connections left from a listening port.
+    pub fn live_connections(&self) -> usize {
+        self.lock()
+            .pairs
+            .values()
+            .filter(|p| matches!(p, Pair::Open(_)))
+            .count()
+    }
+
+    /// How many dropped outbound connections from a listening port still wait for the remote to
+    /// close its side before their (local, remote) pair can be used again.
+    pub fn closing_connections(&self) -> usize {
+        self.lock()
+            .pairs
+            .values()
+            .filter(|p| matches!(p, Pair::Closing(..)))
+            .count()
+    }
+
+    /// The local address a dial to `remote` with `PortUse::Reuse` would bind now, or why it would
+    /// use an ephemeral port. For a non-loopback `remote` this asks the kernel for the route (no
+    /// packet is sent).
+    pub fn source_for(&self, remote: SocketAddr) -> Result<SocketAddr, Fallback> {
+        let source = self.source_ip(remote, route::source_ip)?;
+        self.lock().select(remote, source)
+    }
+
+    /// Whether one of our listeners or outbound connections holds `addr`'s port on an IP that
+    /// overlaps `addr`'s (the same IP, or either of the two unspecified) in its family.
+    pub(crate) fn holds_port(&self, addr: SocketAddr) -> bool {
+        let overlaps = |ours: SocketAddr| {
+            ours.port() == addr.port()
+                && ours.is_ipv4() == addr.is_ipv4()
+                && (ours.ip() == addr.ip()
+                    || ours.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        };
+        let table = self.lock();
+        table.listeners.keys().copied().any(overlaps)
+            || table.pairs.keys().any(|(local, _)| overlaps(*local))
+    }
+
+    /// Registers a bound listening address; the address stays registered while the returned
+    /// guard lives. Registering an address twice counts references.
+    pub(crate) fn register(&self, addr: SocketAddr) -> Registration {
+        self.lock().register(addr);
+        tracing::trace!(%addr, "registered for port reuse");
+        Registration {
+            table: self.clone(),
+            addr,
+        }
+    }
+
+    /// Picks the source address for a dial to `remote` from `source` (see [`Self::source_ip`])
+    /// and marks the pair open until the returned lease is dropped.
+    pub(crate) fn reserve(&self, remote: SocketAddr, source: IpAddr) -> Result<Lease, Fallback> {
+        let mut table = self.lock();
+        let local = table.select(remote, source)?;
+        let id = table.next_lease;
+        table.next_lease += 1;
+        table.pairs.insert((local, remote), Pair::Open(id));
+        drop(table);
+        Ok(Lease {
+            table: self.clone(),
+            id,
+            local,
+            remote,
+        })
+    }
+
+    /// The IP a dial to `remote` leaves from when a wildcard listener serves it: the loopback IP
+    /// for a loopback `remote`, else the IP `route` says the kernel would use. `route` runs only
+    /// when a listener of the family exists, and without the table's lock held.
+    pub(crate) fn source_ip(
+        &self,
+        remote: SocketAddr,
+        route: impl FnOnce(SocketAddr) -> io::Result<IpAddr>,
+    ) -> Result<IpAddr, Fallback> {
+        if !self.enabled {
+            return Err(Fallback::Disabled);
+        }
+        if !self.lock().has_family(remote.ip()) {
+            return Err(Fallback::NoListener);
+        }
+        match remote.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => Ok(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_loopback() => Ok(Ipv6Addr::LOCALHOST.into()),
+            _ => route(remote).map_err(|error| {
+                tracing::debug!(%remote, %error, "route lookup failed");
+                Fallback::NoRoute
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Nothing panics while holding the lock, and every update leaves the table consistent,
+        // so a poisoned lock still guards a valid table.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for PortReuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortReuse")
+            .field("enabled", &self.enabled)
+            .field("listen_addrs", &self.listen_addrs())
+            .field("live_connections", &self.live_connections())
+            .finish()
+    }
+}

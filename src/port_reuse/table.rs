@@ -1,0 +1,173 @@
+//! The table behind [`PortReuse`](super::PortReuse): registered listening addresses indexed by IP
+//! and by registration order, the (local, remote) pairs our outbound connections hold, and the
+//! deterministic choice of a source between them. Plain data; the handle locks it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use crate::origin::Fallback;
+
+#[derive(Default)]
+pub(super) struct Table {
+    /// Registered listening addresses with their reference count and registration number.
+    pub(super) listeners: HashMap<SocketAddr, Registered>,
+    /// Ports per bound IP in registration order. The unspecified IPs (`0.0.0.0`, `::`) hold the
+    /// wildcard listeners.
+    by_ip: HashMap<IpAddr, BTreeMap<u64, u16>>,
+    /// Listeners bound to a loopback IP, per family (0: IPv4, 1: IPv6), in registration order.
+    loopback: [BTreeMap<u64, SocketAddr>; 2],
+    /// How many distinct addresses of each family are registered.
+    per_family: [usize; 2],
+    /// (local, remote) of the outbound connections that left from a listening port and still
+    /// hold the pair.
+    pub(super) pairs: HashMap<(SocketAddr, SocketAddr), Pair>,
+    /// The registration number of the next new address.
+    next_seq: u64,
+    /// The number of the next lease.
+    pub(super) next_lease: u64,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Registered {
+    refs: usize,
+    pub(super) seq: u64,
+}
+
+/// The state of a (local, remote) pair held by an outbound connection, with the number of the
+/// lease that holds it.
+pub(super) enum Pair {
+    /// The connection is open.
+    Open(u64),
+    /// The connection was dropped before the remote closed its side: our FIN is sent, the
+    /// remote's is awaited. Until it comes the kernel refuses the pair (`EADDRNOTAVAIL`), or worse
+    /// takes it over and resets the remote's old connection, so dials pass over it. Once the
+    /// probe says the remote's FIN has arrived, the pair is free even if its socket is not closed
+    /// yet: the kernel then holds only a TIME_WAIT entry, which a new connection may take over.
+    Closing(u64, RemoteClosed),
+}
+
+/// Tells, without a system call, whether the remote of a closing connection has closed its side.
+pub(super) type RemoteClosed = Arc<dyn Fn() -> bool + Send + Sync>;
+
+impl Pair {
+    pub(super) fn lease(&self) -> u64 {
+        match self {
+            Self::Open(lease) | Self::Closing(lease, _) => *lease,
+        }
+    }
+
+    /// Whether a dial may take this pair now.
+    fn is_free(&self) -> bool {
+        match self {
+            Self::Open(_) => false,
+            Self::Closing(_, remote_closed) => remote_closed(),
+        }
+    }
+}
+
+impl Table {
+    pub(super) fn register(&mut self, addr: SocketAddr) {
+        if let Some(registered) = self.listeners.get_mut(&addr) {
+            registered.refs += 1;
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.listeners.insert(addr, Registered { refs: 1, seq });
+        self.per_family[family(addr.ip())] += 1;
+        self.by_ip
+            .entry(addr.ip())
+            .or_default()
+            .insert(seq, addr.port());
+        if addr.ip().is_loopback() {
+            self.loopback[family(addr.ip())].insert(seq, addr);
+        }
+    }
+
+    pub(super) fn unregister(&mut self, addr: SocketAddr) {
+        let Some(registered) = self.listeners.get_mut(&addr) else {
+            return;
+        };
+        registered.refs -= 1;
+        if registered.refs > 0 {
+            return;
+        }
+        let seq = registered.seq;
+        self.listeners.remove(&addr);
+        self.per_family[family(addr.ip())] -= 1;
+        if let Some(ports) = self.by_ip.get_mut(&addr.ip()) {
+            ports.remove(&seq);
+            if ports.is_empty() {
+                self.by_ip.remove(&addr.ip());
+            }
+        }
+        self.loopback[family(addr.ip())].remove(&seq);
+    }
+
+    /// Whether any listener of `ip`'s family is registered.
+    pub(super) fn has_family(&self, ip: IpAddr) -> bool {
+        self.per_family[family(ip)] > 0
+    }
+
+    /// The first free candidate for a dial to `remote`, `source` being the IP the kernel would
+    /// send from. Candidates, each tier in registration order:
+    /// - loopback `remote`: listeners on a loopback IP of the family, then wildcard listeners;
+    /// - otherwise: listeners bound to exactly `source`, then wildcard listeners.
+    ///
+    /// A candidate is skipped, without a system call, when one of our connections holds its
+    /// pair with `remote` (open, or closing and the remote has not closed yet: see
+    /// [`Pair::Closing`]) or when it is `remote` itself (a TCP self-connection).
+    pub(super) fn select(
+        &self,
+        remote: SocketAddr,
+        source: IpAddr,
+    ) -> Result<SocketAddr, Fallback> {
+        let loopback = remote.ip().is_loopback();
+        let on_loopback = loopback.then(|| self.loopback[family(source)].values().copied());
+        let on_source = (!loopback).then(|| self.ports_on(source));
+        let on_wildcard = self.ports_on(unspecified(source));
+        let candidates = on_loopback.into_iter().flatten().chain(
+            on_source
+                .into_iter()
+                .flatten()
+                .chain(on_wildcard)
+                .map(|port| SocketAddr::new(source, port)),
+        );
+        let mut any = false;
+        for local in candidates {
+            any = true;
+            if local != remote && self.pairs.get(&(local, remote)).is_none_or(Pair::is_free) {
+                return Ok(local);
+            }
+        }
+        Err(if any {
+            Fallback::Busy
+        } else {
+            Fallback::NoListener
+        })
+    }
+
+    fn ports_on(&self, ip: IpAddr) -> impl Iterator<Item = u16> + '_ {
+        self.by_ip
+            .get(&ip)
+            .into_iter()
+            .flat_map(|ports| ports.values().copied())
+    }
+}
+
+fn family(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 0,
+        IpAddr::V6(_) => 1,
+    }
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
