@@ -21,11 +21,22 @@ for arg in "$@"; do
         *) echo "unknown argument $arg" >&2; exit 2 ;;
     esac
 done
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-command -v nft >/dev/null || { echo "needs nft: apt-get install nftables" >&2; exit 1; }
+# Everything that is missing, in one message, before anything is built.
+missing=()
+[ "$(id -u)" = 0 ] || missing+=("root: it builds network namespaces (run it with sudo)")
+command -v ip >/dev/null || missing+=("ip: apt-get install iproute2")
+command -v nft >/dev/null || missing+=("nft: apt-get install nftables")
+command -v cargo >/dev/null ||
+    missing+=("cargo: not on this PATH (under sudo, try: sudo env \"PATH=\$PATH\" $0)")
+if [ ${#missing[@]} -gt 0 ]; then
+    { echo "holepunch-demo.sh needs:"; printf '  - %s\n' "${missing[@]}"; } >&2
+    exit 1
+fi
 
-cargo build --quiet --example holepunch
-bin=target/debug/examples/holepunch
+# Cargo says where it put the binary: CARGO_TARGET_DIR, a build.target-dir setting or target/.
+bin=$(cargo build --quiet --example holepunch --message-format=json-render-diagnostics |
+    sed -n '/"kind":\["example"\]/s/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$bin" ] || { echo "cargo built no holepunch example binary" >&2; exit 1; }
 
 p="hpdemo$$-"
 pids=()
