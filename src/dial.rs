@@ -5,6 +5,7 @@ use std::{io, net::SocketAddr, sync::Arc};
 use crate::{
     Config, TcpStream,
     closing::Reaper,
+    metrics::Metrics,
     origin::{Fallback, PortOrigin},
     port_reuse::PortReuse,
     route, socket,
@@ -19,7 +20,8 @@ pub(crate) struct Reuse {
 }
 
 /// Connects to `remote`. With `reuse`, leaves from a listening port chosen by the port-reuse
-/// table when one is free, else from an ephemeral port.
+/// table when one is free, else from an ephemeral port. Counts the connection in `metrics` by
+/// where its port came from.
 ///
 /// Nothing happens before the first poll. Dropping the future at any point closes the socket and
 /// releases the reserved pair.
@@ -27,6 +29,7 @@ pub(crate) async fn dial(
     config: Config,
     remote: SocketAddr,
     reuse: Option<Reuse>,
+    metrics: Metrics,
 ) -> io::Result<TcpStream> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(io::Error::other(format!(
@@ -50,6 +53,7 @@ pub(crate) async fn dial(
             let local = lease.local();
             match connect(&config, remote, Some(local)).await {
                 Ok(io) => {
+                    metrics.dialed(PortOrigin::Reused);
                     return Ok(TcpStream::dialed(
                         io,
                         PortOrigin::Reused,
@@ -74,6 +78,7 @@ pub(crate) async fn dial(
         .await
         .map_err(|e| with_addrs(e, None, remote))?;
     let origin = PortOrigin::Ephemeral(fallback);
+    metrics.dialed(origin);
     Ok(TcpStream::dialed(io, origin, None, OnDrop::Close))
 }
 

@@ -47,6 +47,9 @@
 //! Do not also call `with_tcp` on the builder: libp2p-tcp would be asked first for every TCP
 //! address and this transport would never dial.
 
+// docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 // Modules depend one way: `origin`, then `port_reuse` (bookkeeping, holds no socket), then
 // `closing` (holds sockets with their `port_reuse::Lease`), then `stream`, then `dial` and
 // `listener`, then `transport`, which wires them and owns the closing task.
@@ -60,6 +63,7 @@ mod closing;
 mod config;
 mod dial;
 mod listener;
+mod metrics;
 mod multiaddr;
 mod origin;
 mod port_reuse;

@@ -12,7 +12,7 @@ use std::{
 use futures::{StreamExt, future::BoxFuture, stream::SelectAll};
 use libp2p_core::{
     Multiaddr,
-    transport::{DialOpts, ListenerId, PortUse, TransportError},
+    transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent},
 };
 
 use crate::{
@@ -21,6 +21,7 @@ use crate::{
     config::{PORT_REUSE_ENV, env_disables_reuse},
     dial::{self, Reuse},
     listener::{Event, Listener},
+    metrics::Metrics,
     multiaddr,
     port_reuse::PortReuse,
     socket,
@@ -34,6 +35,7 @@ pub struct Transport {
     port_reuse: PortReuse,
     /// Holds the sockets of closing pairs until their remote closes.
     reaper: Arc<Reaper>,
+    metrics: Metrics,
     listeners: SelectAll<Listener>,
     /// The task that last polled, woken when a listener is added or removed.
     waker: Option<Waker>,
@@ -57,6 +59,7 @@ impl Transport {
             config,
             port_reuse: PortReuse::new(enabled),
             reaper: Arc::default(),
+            metrics: Metrics::new(),
             listeners: SelectAll::new(),
             waker: None,
         }
@@ -66,6 +69,42 @@ impl Transport {
     /// connections from them, and the source a dial would use.
     pub fn port_reuse(&self) -> PortReuse {
         self.port_reuse.clone()
+    }
+
+    /// Registers this transport's metrics in `registry` (the `Registry` of prometheus-client
+    /// 0.25, which libp2p-metrics 0.18 and `libp2p::metrics` use), under the prefix
+    /// `libp2p_reuseport`:
+    ///
+    /// | metric | type | what |
+    /// |---|---|---|
+    /// | `libp2p_reuseport_dials_total{origin="reused"}` | counter | outbound connections that left from a listening port |
+    /// | `libp2p_reuseport_dials_total{origin="ephemeral",reason=...}` | counter | outbound connections from an ephemeral port, by [`Fallback`](crate::Fallback): `not_requested`, `disabled`, `no_listener`, `no_route`, `busy`, `refused` |
+    /// | `libp2p_reuseport_accepts_total` | counter | inbound connections accepted |
+    /// | `libp2p_reuseport_listener_errors_total` | counter | `ListenerError` events (failed accepts, a failed interface watcher) |
+    /// | `libp2p_reuseport_listen_addresses` | gauge | listening addresses registered for port reuse ([`PortReuse::listen_addrs`]) |
+    /// | `libp2p_reuseport_open_pairs` | gauge | open outbound connections from a listening port ([`PortReuse::live_connections`]) |
+    /// | `libp2p_reuseport_closing_pairs` | gauge | dropped ones whose remote has not closed yet ([`PortReuse::closing_connections`]) |
+    ///
+    /// The counters count from the transport's creation, registered or not; counting is one
+    /// atomic increment. The gauges are read from the port-reuse table when the registry is
+    /// encoded. Register each transport once per registry (two transports in one registry would
+    /// repeat the names: give each a sub-registry with its own label).
+    ///
+    /// ```
+    /// use prometheus_client::{encoding::text::encode, registry::Registry};
+    ///
+    /// let mut registry = Registry::default();
+    /// let transport = libp2p_reuseport::Transport::default();
+    /// transport.register_metrics(&mut registry);
+    /// let mut text = String::new();
+    /// encode(&mut text, &registry)?;
+    /// assert!(text.contains("libp2p_reuseport_dials_total{origin=\"reused\"} 0"));
+    /// # Ok::<(), std::fmt::Error>(())
+    /// ```
+    // prometheus-client, whose Registry this takes, is an optional dependency.
+    #[cfg(feature = "metrics")]
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry, self.port_reuse.clone());
     }
 
     fn listen(&mut self, id: ListenerId, addr: SocketAddr) -> io::Result<Listener> {
@@ -172,12 +211,24 @@ impl libp2p_core::Transport for Transport {
             table: self.port_reuse.clone(),
             reaper: self.reaper.clone(),
         });
-        Ok(Box::pin(dial::dial(self.config.clone(), remote, reuse)))
+        Ok(Box::pin(dial::dial(
+            self.config.clone(),
+            remote,
+            reuse,
+            self.metrics.clone(),
+        )))
     }
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event> {
         match self.listeners.poll_next_unpin(cx) {
-            Poll::Ready(Some(event)) => Poll::Ready(event),
+            Poll::Ready(Some(event)) => {
+                match &event {
+                    TransportEvent::Incoming { .. } => self.metrics.accepted(),
+                    TransportEvent::ListenerError { .. } => self.metrics.listener_error(),
+                    _ => {}
+                }
+                Poll::Ready(event)
+            }
             Poll::Ready(None) | Poll::Pending => {
                 match &self.waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
