@@ -30,13 +30,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Where A's outbound connection left from, as the transport saw it.
     let a_dialed = Arc::new(Mutex::new(None));
     let record = a_dialed.clone();
-    let mut a = common::swarm(Arc::new(move |stream| {
-        if stream.port_origin() != PortOrigin::Accepted {
-            *record.lock().expect("not poisoned") =
-                Some((stream.local_addr(), stream.port_origin()));
-        }
-    }))?;
-    let mut b = common::swarm(Arc::new(|_| {}))?;
+    let mut a = common::swarm(
+        Arc::new(move |stream| {
+            if stream.port_origin() != PortOrigin::Accepted {
+                *record.lock().expect("not poisoned") =
+                    Some((stream.local_addr(), stream.port_origin()));
+            }
+        }),
+        |_| {},
+    )?;
+    let mut b = common::swarm(Arc::new(|_| {}), |_| {})?;
     let a_addr = listen(&mut a).await?;
     let b_addr = listen(&mut b).await?;
     println!("node A listens on {a_addr} (peer {})", a.local_peer_id());

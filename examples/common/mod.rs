@@ -18,14 +18,18 @@ pub(crate) struct Behaviour {
 /// Called with every TCP connection the transport makes or accepts, before the upgrade.
 pub(crate) type OnConnection = Arc<dyn Fn(&TcpStream) + Send + Sync>;
 
-/// A swarm on this crate's transport.
+/// A swarm on this crate's transport; `setup` sees the transport before the swarm takes it (to
+/// register its metrics, say).
 pub(crate) fn swarm(
     on_connection: OnConnection,
+    setup: impl FnOnce(&Transport),
 ) -> Result<Swarm<Behaviour>, Box<dyn std::error::Error>> {
     Ok(SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(move |key| {
-            Ok(Transport::new(Config::new())
+            let transport = Transport::new(Config::new());
+            setup(&transport);
+            Ok(transport
                 .map(move |stream, _| {
                     on_connection(&stream);
                     stream
