@@ -41,12 +41,12 @@ pub(crate) async fn dial(
         None => OnDrop::AwaitRemoteClose,
         Some(_) => OnDrop::Close,
     };
-    let lease = match &reuse {
+    let lease = match reuse {
         None => Err(Fallback::NotRequested),
         Some(Reuse { table, reaper }) => table
             .source_ip(remote, route::source_ip)
             .and_then(|source| table.reserve(remote, source))
-            .map(|lease| (lease, reaper.clone())),
+            .map(|lease| (lease, reaper)),
     };
     let fallback = match lease {
         Ok((lease, reaper)) => {
