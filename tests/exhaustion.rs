@@ -9,7 +9,6 @@ mod util;
 use std::{
     fs::File,
     io::{Read, Seek, SeekFrom},
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -20,22 +19,10 @@ const CHILD: &str = "LIBP2P_REUSEPORT_EXHAUSTION_CHILD";
 
 #[test]
 fn listener_survives_descriptor_exhaustion() {
-    let exe = std::env::current_exe().unwrap();
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(
-            r#"ulimit -n 64 && exec "$0" --exact child_exhausts_descriptors --ignored --nocapture"#,
-        )
-        .arg(exe)
-        .env(CHILD, "1")
-        .output()
-        .expect("run sh");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = run_child_with_descriptor_limit(64, "child_exhausts_descriptors", CHILD);
     for line in stdout.lines().filter(|l| l.starts_with("exhaustion:")) {
         println!("{line}");
     }
-    assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("exhaustion: accepted again"), "{stdout}");
 }
 

@@ -216,17 +216,11 @@ mod with_feature {
     #[cfg(target_os = "linux")]
     #[test]
     fn listener_errors_are_counted() {
-        let exe = std::env::current_exe().unwrap();
-        let output = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(r#"ulimit -n 64 && exec "$0" --exact with_feature::child_counts_listener_errors --ignored --nocapture"#)
-            .arg(exe)
-            .env(CHILD, "1")
-            .output()
-            .expect("run sh");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+        let stdout = run_child_with_descriptor_limit(
+            64,
+            "with_feature::child_counts_listener_errors",
+            CHILD,
+        );
         assert!(
             stdout.contains("metrics: listener errors counted"),
             "{stdout}"

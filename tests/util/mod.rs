@@ -19,6 +19,26 @@ use libp2p_core::{
 };
 use libp2p_reuseport::{Config, TcpStream, Transport};
 
+/// Runs the ignored test `name` of this test binary in a child process whose descriptor limit
+/// is `limit` (`ulimit -n`), with the variable `marker` set to 1; asserts that it passed and
+/// returns what it printed.
+pub fn run_child_with_descriptor_limit(limit: u32, name: &str, marker: &str) -> String {
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            r#"ulimit -n {limit} && exec "$0" --exact {name} --ignored --nocapture"#
+        ))
+        .arg(exe)
+        .env(marker, "1")
+        .output()
+        .expect("run sh");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
 /// How long any single step of a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
