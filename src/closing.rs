@@ -3,7 +3,7 @@
 //! dialed again too early. Each socket is held with the [`Lease`] of its pair, released when the
 //! socket closes.
 //!
-//! One task and one timer serve every closing connection of a table: a timer per connection
+//! One task and one timer serve every closing connection of a transport: a timer per connection
 //! would cost a wake-up of the runtime's driver (a system call) whenever no other timer is armed.
 
 use std::{
