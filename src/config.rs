@@ -30,6 +30,8 @@ pub struct Config {
     pub(crate) backlog: u32,
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
+    pub(crate) first_bytes_timeout: Duration,
+    pub(crate) first_bytes_concurrency: usize,
 }
 
 impl Config {
@@ -44,6 +46,8 @@ impl Config {
     /// - port reuse: on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when
     ///   the [`Transport`](crate::Transport) is created.
     /// - sharing a listening port with sockets outside this transport: refused.
+    /// - for a [`SharedListeners`](crate::SharedListeners) socket: 5 s for an accepted
+    ///   connection's first bytes, at most 64 connections waiting for them at once.
     pub fn new() -> Self {
         Self {
             nodelay: true,
@@ -53,6 +57,8 @@ impl Config {
             backlog: 1024,
             port_reuse: true,
             foreign_port_sharing: false,
+            first_bytes_timeout: Duration::from_secs(5),
+            first_bytes_concurrency: 64,
         }
     }
 
@@ -118,6 +124,27 @@ impl Config {
     }
 }
 
+impl Config {
+    /// How long a connection accepted on a [`SharedListeners`](crate::SharedListeners) socket
+    /// may take to send the bytes that tell which side it is for; it is closed (and counted in
+    /// [`SharedStats::timed_out`](crate::SharedStats::timed_out)) when they have not arrived by
+    /// then. Default: 5 s, as go-libp2p. Only shared listeners wait for first bytes.
+    pub fn first_bytes_timeout(mut self, value: Duration) -> Self {
+        self.first_bytes_timeout = value;
+        self
+    }
+
+    /// How many accepted connections of one [`SharedListeners`](crate::SharedListeners) socket
+    /// may wait for their first bytes at once. While that many wait, the socket accepts no more
+    /// (new connections wait in the kernel's listen backlog), so silent clients can delay
+    /// others by at most [`Config::first_bytes_timeout`] but never hold more than this many
+    /// descriptors. Default: 64, as go-libp2p. A value of 0 counts as 1.
+    pub fn first_bytes_concurrency(mut self, value: usize) -> Self {
+        self.first_bytes_concurrency = value.max(1);
+        self
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self::new()
@@ -145,6 +172,8 @@ mod tests {
         assert_eq!(config.backlog, 1024);
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
+        assert_eq!(config.first_bytes_timeout, Duration::from_secs(5));
+        assert_eq!(config.first_bytes_concurrency, 64);
     }
 
     #[test]
@@ -155,13 +184,23 @@ mod tests {
             .linger(Some(Duration::ZERO))
             .keepalive(Some(Duration::from_secs(9)))
             .listen_backlog(5)
-            .port_reuse(false);
+            .port_reuse(false)
+            .first_bytes_timeout(Duration::from_millis(300))
+            .first_bytes_concurrency(3);
         assert!(!config.nodelay);
         assert_eq!(config.ttl, Some(7));
         assert_eq!(config.linger, Some(Duration::ZERO));
         assert_eq!(config.keepalive, Some(Duration::from_secs(9)));
         assert_eq!(config.backlog, 5);
         assert!(!config.port_reuse);
+        assert_eq!(config.first_bytes_timeout, Duration::from_millis(300));
+        assert_eq!(config.first_bytes_concurrency, 3);
+        assert_eq!(
+            Config::new()
+                .first_bytes_concurrency(0)
+                .first_bytes_concurrency,
+            1
+        );
     }
 
     #[test]

@@ -68,6 +68,7 @@ mod multiaddr;
 mod origin;
 mod port_reuse;
 mod route;
+mod shared;
 mod socket;
 mod stream;
 mod transport;
@@ -76,6 +77,7 @@ pub use crate::{
     config::{Config, PORT_REUSE_ENV},
     origin::{Fallback, PortOrigin},
     port_reuse::PortReuse,
+    shared::{SharedListeners, SharedStats, SharedTransport},
     stream::TcpStream,
     transport::Transport,
 };
