@@ -1,0 +1,403 @@
+//! One socket for TCP and WebSocket: the sides of a `SharedListeners` set, their own listener
+//! events, the routing by first bytes, refusals with their counts, the deadline and the bound on
+//! connections waiting for their first bytes, and freeing the port.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use libp2p_core::{
+    Transport as _,
+    transport::{ListenerId, PortUse, TransportError, TransportEvent},
+};
+use libp2p_reuseport::{Config, PortOrigin, SharedStats};
+use util::{shared::*, *};
+
+const FAMILIES: [&str; 2] = ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"];
+
+fn stats(multistream: u64, http: u64, tls: u64) -> SharedStats {
+    let mut s = SharedStats::default();
+    s.multistream = multistream;
+    s.http = http;
+    s.tls = tls;
+    s
+}
+
+#[tokio::test]
+async fn one_socket_routes_each_kind_to_its_side() {
+    for family in FAMILIES {
+        let (shared, mut tcp, mut ws) = set(Config::new());
+        let (tcp_id, addr) = listen_side(&mut tcp, family).await;
+        let (ws_id, ws_addr) = listen_side(&mut ws, family).await;
+        assert_ne!(tcp_id, ws_id);
+        assert_eq!(
+            ws_addr, addr,
+            "{family}: port 0 on the second side joins the first's socket"
+        );
+        assert_eq!(shared.port_reuse().listen_addrs(), vec![addr], "one socket");
+
+        let _m = client(addr, MULTISTREAM).await;
+        let (id, mut stream, local, _) = incoming(&mut tcp).await;
+        assert_eq!((id, local), (tcp_id, addr));
+        reads(&mut stream, MULTISTREAM).await;
+
+        let _h = client(addr, HTTP).await;
+        let (id, mut stream, local, _) = incoming(&mut ws).await;
+        assert_eq!((id, local), (ws_id, addr));
+        reads(&mut stream, HTTP).await;
+
+        quiet(&mut tcp, Duration::from_millis(50)).await;
+        assert_eq!(shared.stats(), stats(1, 1, 0), "{family}");
+        println!("{family}: {addr} routed multistream to {tcp_id}, http to {ws_id}");
+    }
+}
+
+#[tokio::test]
+async fn explicit_ports_join_and_conflicts_are_refused() {
+    let (shared, mut tcp, mut ws) = set(Config::new());
+    let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    let explicit = format!("/ip4/127.0.0.1/tcp/{}", addr.port());
+    let (_, joined) = listen_side(&mut ws, &explicit).await;
+    assert_eq!(joined, addr);
+
+    // The same side twice on one socket.
+    match tcp.listen_on(ListenerId::next(), ma(&explicit)) {
+        Err(TransportError::Other(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+            let text = e.to_string();
+            assert!(
+                text.contains(&addr.to_string()) && text.contains("multistream"),
+                "{text}"
+            );
+        }
+        other => panic!("expected AddrInUse, got {other:?}"),
+    }
+    // A wildcard socket and a specific address on its port would split its connections.
+    let (_, wild) = listen_side(&mut tcp, "/ip4/0.0.0.0/tcp/0").await;
+    match ws.listen_on(
+        ListenerId::next(),
+        ma(&format!("/ip4/127.0.0.1/tcp/{}", wild.port())),
+    ) {
+        Err(TransportError::Other(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+            assert!(
+                e.to_string()
+                    .contains("overlaps the shared socket on 0.0.0.0"),
+                "{e}"
+            );
+        }
+        other => panic!("expected AddrInUse, got {other:?}"),
+    }
+    // A side takes only plain TCP addresses; /ws is for the websocket crate to strip.
+    for bad in [
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "/ip4/127.0.0.1/udp/0",
+        "/dns4/localhost/tcp/1",
+    ] {
+        assert!(
+            matches!(ws.listen_on(ListenerId::next(), ma(bad)), Err(TransportError::MultiaddrNotSupported(a)) if a == ma(bad)),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        shared.port_reuse().listen_addrs().len(),
+        2,
+        "no socket left by a refusal"
+    );
+}
+
+#[tokio::test]
+async fn wildcard_sockets_report_addresses_to_each_side() {
+    for (family, loopback) in [
+        ("/ip4/0.0.0.0/tcp/0", "127.0.0.1"),
+        ("/ip6/::/tcp/0", "::1"),
+    ] {
+        let (shared, mut tcp, mut ws) = set(Config::new());
+        let (tcp_id, tcp_addr) = listen_side(&mut tcp, family).await;
+        let (ws_id, ws_addr) = listen_side(&mut ws, family).await;
+        assert_ne!(tcp_id, ws_id);
+        assert_eq!(tcp_addr.ip().to_string(), loopback);
+        assert_eq!(
+            tcp_addr, ws_addr,
+            "each side reports the socket's loopback address"
+        );
+        assert_eq!(shared.port_reuse().listen_addrs().len(), 1);
+        assert!(shared.port_reuse().listen_addrs()[0].ip().is_unspecified());
+    }
+}
+
+#[tokio::test]
+async fn removing_one_side_keeps_the_other_and_the_last_frees_the_port() {
+    let (shared, mut tcp, mut ws) = set(Config::new());
+    let (tcp_id, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    let (ws_id, _) = listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
+
+    assert!(tcp.remove_listener(tcp_id));
+    assert!(!tcp.remove_listener(tcp_id), "already removed");
+    assert_eq!(closed(&mut tcp).await, tcp_id);
+    // The WebSocket side still gets its connections; multistream has no taker now.
+    let _h = client(addr, HTTP).await;
+    let (id, mut stream, _, _) = incoming(&mut ws).await;
+    assert_eq!(id, ws_id);
+    reads(&mut stream, HTTP).await;
+    let mut m = client(addr, MULTISTREAM).await;
+    let driving = tokio::spawn(async move {
+        quiet(&mut ws, Duration::from_millis(300)).await;
+        ws
+    });
+    closed_by_server(&mut m).await;
+    let mut ws = driving.await.unwrap();
+    let mut expected = stats(0, 1, 0);
+    expected.unclaimed = 1;
+    assert_eq!(shared.stats(), expected);
+    assert_eq!(
+        shared.port_reuse().listen_addrs(),
+        vec![addr],
+        "still listening"
+    );
+
+    assert!(ws.remove_listener(ws_id));
+    assert_eq!(closed(&mut ws).await, ws_id);
+    assert!(shared.port_reuse().listen_addrs().is_empty());
+    // Free for a socket without SO_REUSEPORT: nothing of ours holds the port.
+    let plain = std::net::TcpListener::bind(addr);
+    assert!(plain.is_ok(), "port {addr} still held: {plain:?}");
+    println!("both sides removed: {addr} bound again by a plain socket");
+}
+
+#[tokio::test]
+async fn garbage_unknown_kinds_and_early_closes_are_refused_and_counted() {
+    let (shared, mut tcp, mut ws) = set(Config::new());
+    let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
+    let mut expected = SharedStats::default();
+    // First bytes, and the count they add to.
+    type Case = (&'static [u8], fn(&mut SharedStats));
+    let cases: [Case; 5] = [
+        (b"hello\r\n", |s| s.unknown += 1),
+        (b"\x00", |s| s.unknown += 1),
+        (b"SSH-2.0-x\r\n", |s| s.unknown += 1),
+        // TLS with no websocket_tls side on this socket.
+        (TLS, |s| s.unclaimed += 1),
+        // The start of multistream-select, then the client half-closes: no more is coming.
+        (b"\x13", |s| s.failed += 1),
+    ];
+    for (first, count) in cases {
+        let mut c = client(addr, first).await;
+        if first == b"\x13" {
+            c.shutdown().await.unwrap();
+        }
+        let driving = tokio::spawn(async move {
+            quiet(&mut tcp, Duration::from_millis(200)).await;
+            tcp
+        });
+        closed_by_server(&mut c).await;
+        tcp = driving.await.unwrap();
+        count(&mut expected);
+        assert_eq!(shared.stats(), expected, "after {first:?}");
+    }
+    assert_eq!(expected.refused(), 5);
+    quiet(&mut ws, Duration::from_millis(50)).await;
+    println!("refused: {:?}", shared.stats());
+}
+
+use tokio::io::AsyncWriteExt as _;
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_at_the_deadline() {
+    let deadline = Duration::from_millis(400);
+    let (shared, mut tcp, mut ws) = set(Config::new().first_bytes_timeout(deadline));
+    let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
+    let started = Instant::now();
+    let mut silent = client(addr, b"").await;
+    let driving = tokio::spawn(async move {
+        quiet(&mut tcp, deadline * 3).await;
+        tcp
+    });
+    closed_by_server(&mut silent).await;
+    let held = started.elapsed();
+    driving.await.unwrap();
+    assert!(
+        held >= deadline,
+        "dropped after {held:?}, before the deadline {deadline:?}"
+    );
+    let mut expected = SharedStats::default();
+    expected.timed_out = 1;
+    assert_eq!(shared.stats(), expected);
+    println!("silent client dropped after {held:?} (deadline {deadline:?})");
+}
+
+#[tokio::test]
+async fn a_slow_client_does_not_hold_up_the_others() {
+    // A deadline far beyond the test's timeouts: only concurrency lets the second one through.
+    let (shared, mut tcp, _ws) = set(Config::new().first_bytes_timeout(Duration::from_secs(600)));
+    let (tcp_id, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    let _silent = client(addr, b"").await;
+    let _m = client(addr, MULTISTREAM).await;
+    let (id, mut stream, _, _) = incoming(&mut tcp).await;
+    assert_eq!(id, tcp_id);
+    reads(&mut stream, MULTISTREAM).await;
+    assert_eq!(
+        shared.stats(),
+        stats(1, 0, 0),
+        "the silent one is still waiting"
+    );
+}
+
+#[tokio::test]
+async fn at_most_the_configured_number_wait_for_first_bytes() {
+    let config = Config::new()
+        .first_bytes_timeout(Duration::from_secs(600))
+        .first_bytes_concurrency(2);
+    let (shared, mut tcp, _ws) = set(config);
+    let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    let mut silent = vec![client(addr, b"").await, client(addr, b"").await];
+    // Both silent ones are accepted and wait; the third stays in the kernel's backlog.
+    quiet(&mut tcp, Duration::from_millis(200)).await;
+    let _m = client(addr, MULTISTREAM).await;
+    quiet(&mut tcp, Duration::from_millis(500)).await;
+    assert_eq!(
+        shared.stats(),
+        SharedStats::default(),
+        "nothing classified while two wait"
+    );
+    // One silent client gives up: its place goes to the waiting connection.
+    drop(silent.pop());
+    let (_, mut stream, _, _) = incoming(&mut tcp).await;
+    reads(&mut stream, MULTISTREAM).await;
+    let mut expected = stats(1, 0, 0);
+    expected.failed = 1;
+    assert_eq!(shared.stats(), expected);
+}
+
+#[tokio::test]
+async fn both_sides_dial_from_the_shared_port() {
+    let (shared, mut tcp, mut ws) = set(Config::new());
+    let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
+    let mut remotes = Vec::new();
+    for _ in 0..2 {
+        let mut remote = transport();
+        let (_, remote_addr) = listen(&mut remote, "/ip4/127.0.0.1/tcp/0").await;
+        remotes.push((remote, remote_addr));
+    }
+    let mut open = Vec::new();
+    for (side, (remote, remote_addr)) in [&mut tcp, &mut ws].into_iter().zip(&mut remotes) {
+        let dial = side
+            .dial(to_multiaddr(*remote_addr), opts(PortUse::Reuse))
+            .unwrap();
+        let (dialed, (_, _, send_back)) = tokio::join!(within("dial", dial), accept(remote));
+        let dialed = dialed.unwrap();
+        assert_eq!(dialed.port_origin(), PortOrigin::Reused);
+        assert_eq!(
+            send_back, addr,
+            "the remote sees the shared listening address"
+        );
+        open.push(dialed);
+    }
+    assert_eq!(shared.port_reuse().live_connections(), 2);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_connections_of_both_kinds() {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _, future::join_all};
+
+    let (shared, mut tcp, ws) = set(Config::new());
+    let mut ws = libp2p_websocket::Config::new(ws);
+    let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    ws.listen_on(ListenerId::next(), ma("/ip4/127.0.0.1/tcp/0/ws"))
+        .unwrap();
+    match next(&mut ws).await {
+        TransportEvent::NewAddress { listen_addr, .. } => {
+            assert_eq!(
+                listen_addr,
+                ma(&format!("/ip4/127.0.0.1/tcp/{}/ws", addr.port()))
+            )
+        }
+        other => panic!("expected NewAddress, got {other:?}"),
+    }
+    const EACH: usize = 100;
+    // The server: every connection reads its client's 4-byte number and echoes it.
+    let server = tokio::spawn(async move {
+        let mut handlers = tokio::task::JoinSet::new();
+        let (mut plain, mut websocket) = (0, 0);
+        while plain + websocket < 2 * EACH {
+            tokio::select! {
+                event = next(&mut tcp) => if let TransportEvent::Incoming { upgrade, .. } = event {
+                    plain += 1;
+                    handlers.spawn(async move {
+                        let mut s = upgrade.await.unwrap();
+                        let mut buf = [0; 24];
+                        s.read_exact(&mut buf).await.unwrap();
+                        assert_eq!(&buf[..MULTISTREAM.len()], MULTISTREAM);
+                        s.write_all(&buf[MULTISTREAM.len()..]).await.unwrap();
+                        s.flush().await.unwrap();
+                    });
+                },
+                event = next(&mut ws) => if let TransportEvent::Incoming { upgrade, .. } = event {
+                    websocket += 1;
+                    handlers.spawn(async move {
+                        let mut s = upgrade.await.unwrap();
+                        let mut buf = [0; 4];
+                        s.read_exact(&mut buf).await.unwrap();
+                        s.write_all(&buf).await.unwrap();
+                        s.flush().await.unwrap();
+                    });
+                },
+            }
+        }
+        while let Some(done) = handlers.join_next().await {
+            done.unwrap();
+        }
+        (plain, websocket)
+    });
+    let mut plain_client = transport();
+    let mut ws_client = libp2p_websocket::Config::new(transport());
+    let ws_addr = ma(&format!("/ip4/127.0.0.1/tcp/{}/ws", addr.port()));
+    let mut clients: Vec<futures::future::BoxFuture<'static, Vec<u8>>> = Vec::new();
+    for n in 0..(2 * EACH) as u32 {
+        if n % 2 == 0 {
+            let dial = plain_client
+                .dial(to_multiaddr(addr), opts(PortUse::New))
+                .unwrap();
+            clients.push(Box::pin(async move {
+                let mut s = dial.await.unwrap();
+                let mut first = MULTISTREAM.to_vec();
+                first.extend(n.to_be_bytes());
+                s.write_all(&first).await.unwrap();
+                let mut echo = vec![0; 4];
+                s.read_exact(&mut echo).await.unwrap();
+                echo
+            }));
+        } else {
+            let dial = ws_client.dial(ws_addr.clone(), opts(PortUse::New)).unwrap();
+            clients.push(Box::pin(async move {
+                let mut s = dial.await.unwrap();
+                s.write_all(&n.to_be_bytes()).await.unwrap();
+                s.flush().await.unwrap();
+                let mut echo = vec![0; 4];
+                s.read_exact(&mut echo).await.unwrap();
+                echo
+            }));
+        }
+    }
+    let started = Instant::now();
+    let echoes = within("200 connections", join_all(clients)).await;
+    let (plain, websocket) = within("server", server).await.unwrap();
+    for (n, echo) in echoes.iter().enumerate() {
+        assert_eq!(
+            echo,
+            &(n as u32).to_be_bytes(),
+            "client {n} got its own number back"
+        );
+    }
+    assert_eq!((plain, websocket), (EACH, EACH));
+    assert_eq!(shared.stats(), stats(EACH as u64, EACH as u64, 0));
+    println!(
+        "{} connections ({EACH} multistream, {EACH} websocket) in {:?}: {:?}",
+        2 * EACH,
+        started.elapsed(),
+        shared.stats()
+    );
+}
