@@ -12,13 +12,15 @@
 //! (`TcpStream::connect`, then `TCP_NODELAY`, as the transports set it).
 //!
 //! The modules: `impls` (the implementations under test, one column each), `servers` (the raw
-//! tokio echo servers they dial), `workloads` (what each row runs), `samples` (what a row's dials
-//! came to), `report` (the table and the JSON). This file runs the rows in order.
+//! tokio echo servers they dial), `workloads` (what each row runs), `shared` (row 10: accepting
+//! on a shared listener), `samples` (what a row's dials came to), `report` (the table and the
+//! JSON). This file runs the rows in order.
 
 mod impls;
 mod report;
 mod samples;
 mod servers;
+mod shared;
 mod workloads;
 
 use std::time::Duration;
@@ -206,6 +208,42 @@ fn main() {
         "9 socket+close, plain vs +SO_REUSEPORT+bind to a listening port",
         "us per socket",
         only(&[(Impl::Ours, reusing), (Impl::Raw, plain)]),
+        true,
+    );
+
+    eprintln!("row 10: accepting on a shared listener (TCP and WebSocket on one socket)");
+    let ([shared, plain, raw], [shared_us, plain_us, raw_us]) =
+        rt.block_on(shared::costs(scale(7, 2), scale(2000, 400)));
+    let row = "10 accept, client sends first bytes, 2 dialing tasks";
+    report.add(
+        row,
+        "conns/s (median), shared listener",
+        only(&[(Impl::Ours, shared), (Impl::Raw, raw)]),
+        true,
+    );
+    report.add(
+        row,
+        "conns/s (median), plain listener",
+        only(&[(Impl::Ours, plain), (Impl::Raw, raw)]),
+        true,
+    );
+    report.add(
+        row,
+        "us per accept, shared minus plain",
+        only(&[(Impl::Ours, 1e6 / shared - 1e6 / plain)]),
+        false,
+    );
+    let row = "10 one at a time, connect until accepted";
+    report.add(
+        row,
+        "p50 us, shared listener",
+        only(&[(Impl::Ours, shared_us), (Impl::Raw, raw_us)]),
+        true,
+    );
+    report.add(
+        row,
+        "p50 us, plain listener",
+        only(&[(Impl::Ours, plain_us), (Impl::Raw, raw_us)]),
         true,
     );
 
