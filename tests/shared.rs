@@ -401,3 +401,53 @@ async fn two_hundred_concurrent_connections_of_both_kinds() {
         shared.stats()
     );
 }
+
+// The Prometheus counters exist only with the `metrics` feature (prometheus-client is an
+// optional dependency); `cargo test --features metrics` runs this, `.ci/run` included.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn metrics_count_every_outcome() {
+    use prometheus_client::{encoding::text::encode, registry::Registry};
+
+    let (shared, mut tcp, mut ws) = set(Config::new());
+    let mut registry = Registry::default();
+    shared.register_metrics(&mut registry);
+    let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
+    let _m = client(addr, MULTISTREAM).await;
+    incoming(&mut tcp).await;
+    let _h = client(addr, HTTP).await;
+    incoming(&mut ws).await;
+    let mut garbage = client(addr, b"hello").await;
+    let driving = tokio::spawn(async move {
+        quiet(&mut tcp, Duration::from_millis(200)).await;
+    });
+    closed_by_server(&mut garbage).await;
+    driving.await.unwrap();
+
+    let mut text = String::new();
+    encode(&mut text, &registry).unwrap();
+    let expected = [
+        ("multistream", 1),
+        ("http", 1),
+        ("tls", 0),
+        ("unknown", 1),
+        ("timed_out", 0),
+        ("unclaimed", 0),
+        ("overflow", 0),
+        ("failed", 0),
+    ];
+    for (outcome, value) in expected {
+        let line =
+            format!("libp2p_reuseport_shared_connections_total{{outcome=\"{outcome}\"}} {value}\n");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    assert!(
+        text.contains("libp2p_reuseport_accepts_total 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("libp2p_reuseport_listen_addresses 1\n"),
+        "{text}"
+    );
+}
