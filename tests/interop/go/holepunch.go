@@ -228,8 +228,10 @@ func isRelayed(a ma.Multiaddr) bool {
 	return err == nil
 }
 
-// role names the side of a direct connection as rust-libp2p's Endpoint does. In a hole punch
-// go-libp2p gives the side that is not the client the inbound role, whoever sent the SYN.
+// role names who dialed the connection, as rust-libp2p's ConnectedPoint does. In a hole punch
+// both sides dial and both print Dialer; the roles in the upgrade are set apart from this: the
+// side that initiated DCUtR (the one the circuit reached) is the server, the other the client,
+// in go-libp2p since v0.41 as in rust-libp2p.
 func role(c network.Conn) string {
 	if c.Stat().Direction == network.DirInbound {
 		return "Listener"
