@@ -1,15 +1,18 @@
-//! This crate side by side with libp2p-tcp 0.45 and raw tokio, in one process, interleaved round
-//! by round so that drift of a shared machine hits all three alike.
+//! This crate side by side with libp2p-tcp 0.45, raw tokio and go-libp2p's reuseport transport
+//! (`benches/go`, a child process), interleaved round by round so that drift of a shared machine
+//! hits all of them alike.
 //!
 //! ```text
 //! cargo bench --bench compare                  # the full run, about two minutes
 //! cargo bench --bench compare -- --quick       # fewer rounds, for a smoke test
 //! ```
 //!
-//! Prints a table with the ratios (ours / libp2p-tcp, ours / raw) and writes the same figures as
+//! Prints a table with the ratios (ours / libp2p-tcp, ours / raw, ours / go-libp2p) and writes the same figures as
 //! JSON to `target/bench-compare.json` (or the path in `BENCH_JSON`). Every dialer listens on its
 //! own port and reuses it where it can (`PortUse::Reuse`); raw tokio dials from ephemeral ports
-//! (`TcpStream::connect`, then `TCP_NODELAY`, as the transports set it).
+//! (`TcpStream::connect`, then `TCP_NODELAY`, as the transports set it). go-libp2p's column
+//! needs Go on PATH (the program is built with `go build`); without it the column is empty and
+//! the run says why.
 
 use std::{
     fmt::Write as _,
@@ -32,18 +35,25 @@ use libp2p_core::{
 use libp2p_reuseport::{Fallback, PortOrigin, bench_support::Selection};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const IMPLS: [Impl; 3] = [Impl::Ours, Impl::Tcp, Impl::Raw];
+use crate::go::GoBench;
+
+#[path = "compare/go.rs"]
+mod go;
+
+const IMPLS: [Impl; 4] = [Impl::Ours, Impl::Tcp, Impl::Raw, Impl::Go];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Impl {
     Ours,
     Tcp,
     Raw,
+    /// go-libp2p's reuseport.Transport, dialing in the Go program.
+    Go,
 }
 
 /// The order of the implementations in `round`: each goes first in turn.
-fn order(round: usize) -> [usize; 3] {
-    [round % 3, (round + 1) % 3, (round + 2) % 3]
+fn order(round: usize) -> [usize; 4] {
+    std::array::from_fn(|k| (round + k) % IMPLS.len())
 }
 
 fn ma(addr: SocketAddr) -> Multiaddr {
@@ -92,7 +102,7 @@ impl Dialer {
                 ours.port_reuse().listen_addrs()[0].port()
             }
             Impl::Tcp => tcp_listen(&mut tcp).port(),
-            Impl::Raw => 0,
+            Impl::Raw | Impl::Go => 0,
         };
         Self {
             which,
@@ -126,6 +136,7 @@ impl Dialer {
                 stream.set_nodelay(true)?;
                 Ok(Conn::Raw(stream))
             }
+            Impl::Go => Err(std::io::Error::other("go-libp2p dials in the Go program")),
         }
     }
 }
@@ -263,12 +274,26 @@ struct Samples {
     reused: usize,
     failed: usize,
     /// Dials that fell back after a failed system call (ours: `Fallback::Refused`; libp2p-tcp:
-    /// every fallback, since it falls back only after `connect` failed).
+    /// every fallback, since it falls back only after `connect` failed; go-libp2p: counted in
+    /// Go as each `connect` or `bind` fails).
     failed_syscalls: usize,
     busy: usize,
 }
 
 impl Samples {
+    /// Adds the samples of another round.
+    fn absorb(&mut self, other: Self) {
+        self.dials += other.dials;
+        self.times.extend(other.times);
+        self.reused_times.extend(other.reused_times);
+        self.other_times.extend(other.other_times);
+        self.cycle_times.extend(other.cycle_times);
+        self.reused += other.reused;
+        self.failed += other.failed;
+        self.failed_syscalls += other.failed_syscalls;
+        self.busy += other.busy;
+    }
+
     fn sorted(&mut self) -> &[Duration] {
         self.times.sort();
         &self.times
@@ -311,17 +336,22 @@ impl Samples {
 struct Row {
     name: String,
     metric: String,
-    values: [f64; 3],
+    values: [f64; 4],
     /// Whether the ratios mean anything for this metric.
     ratios: bool,
 }
 
 struct Report {
     rows: Vec<Row>,
+    /// The Go program did not run: its column stays empty.
+    go_missing: bool,
 }
 
 impl Report {
-    fn add(&mut self, name: &str, metric: &str, values: [f64; 3], ratios: bool) {
+    fn add(&mut self, name: &str, metric: &str, mut values: [f64; 4], ratios: bool) {
+        if self.go_missing {
+            values[3] = f64::NAN;
+        }
         self.rows.push(Row {
             name: name.into(),
             metric: metric.into(),
@@ -332,7 +362,7 @@ impl Report {
 
     /// The outcome rows every dialing row has: reused share, failures, failed system calls, and
     /// (this crate only) pairs passed over because they were taken or closing.
-    fn outcomes(&mut self, name: &str, samples: &[Samples; 3]) {
+    fn outcomes(&mut self, name: &str, samples: &[Samples; 4]) {
         let reused = samples
             .each_ref()
             .map(|s| 100.0 * s.reused as f64 / s.dials.max(1) as f64);
@@ -353,9 +383,9 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| row | metric | this crate | libp2p-tcp | raw tokio | ours/libp2p-tcp | ours/raw |"
+            "| row | metric | this crate | libp2p-tcp | raw tokio | go-libp2p | ours/libp2p-tcp | ours/raw | ours/go-libp2p |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for row in &self.rows {
             let v = |x: f64| {
                 if x.is_nan() {
@@ -371,17 +401,19 @@ impl Report {
                     "-".into()
                 }
             };
-            let [ours, tcp, raw] = row.values;
+            let [ours, tcp, raw, go] = row.values;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.name,
                 row.metric,
                 v(ours),
                 v(tcp),
                 v(raw),
+                v(go),
                 ratio(ours, tcp),
-                ratio(ours, raw)
+                ratio(ours, raw),
+                ratio(ours, go)
             );
         }
         out
@@ -400,12 +432,13 @@ impl Report {
             .iter()
             .map(|r| {
                 format!(
-                    "    {{\"row\": {:?}, \"metric\": {:?}, \"ours\": {}, \"libp2p_tcp\": {}, \"raw\": {}}}",
+                    "    {{\"row\": {:?}, \"metric\": {:?}, \"ours\": {}, \"libp2p_tcp\": {}, \"raw\": {}, \"go_libp2p\": {}}}",
                     r.name,
                     r.metric,
                     num(r.values[0]),
                     num(r.values[1]),
-                    num(r.values[2])
+                    num(r.values[2]),
+                    num(r.values[3])
                 )
             })
             .collect();
@@ -432,13 +465,29 @@ async fn dial_echo_drop(dialer: &mut Dialer, server: SocketAddr, samples: &mut S
 }
 
 /// Sequential dial + one-byte echo, `per_round` dials per implementation per round.
-async fn sequential(close: Close, rounds: usize, per_round: usize) -> [Samples; 3] {
+async fn sequential(
+    close: Close,
+    rounds: usize,
+    per_round: usize,
+    go: &mut Option<GoBench>,
+) -> [Samples; 4] {
     let (server, _) = echo_server(close).await;
     let mut dialers = IMPLS.map(Dialer::new);
-    let mut samples: [Samples; 3] = Default::default();
+    let mut go_dialer = match go {
+        Some(go) => Some(go.dialer().await),
+        None => None,
+    };
+    let mut samples: [Samples; 4] = Default::default();
     for round in 0..rounds {
         for i in order(round) {
             let (dialer, samples) = (&mut dialers[i], &mut samples[i]);
+            if dialer.which == Impl::Go {
+                if let (Some(go), Some(d)) = (go.as_mut(), go_dialer.as_ref()) {
+                    let server_first = matches!(close, Close::ServerFirst);
+                    samples.absorb(go.sequential(d, server, per_round, server_first).await);
+                }
+                continue;
+            }
             for _ in 0..per_round {
                 let started = Instant::now();
                 let conn = dialer.dial(server).await;
@@ -463,20 +512,35 @@ async fn sequential(close: Close, rounds: usize, per_round: usize) -> [Samples; 
             }
         }
     }
+    if let (Some(go), Some(d)) = (go.as_mut(), go_dialer.take()) {
+        go.close(d).await;
+    }
     samples
 }
 
 /// 200 concurrent dials: to one listener, or each to its own listener. (failures, reused, busy,
 /// failed syscalls, wall time in ms) per implementation, summed over rounds (wall: median).
-async fn concurrent(listeners: usize, rounds: usize) -> [(Samples, Vec<f64>); 3] {
+async fn concurrent(
+    listeners: usize,
+    rounds: usize,
+    go: &mut Option<GoBench>,
+) -> [(Samples, Vec<f64>); 4] {
     let mut servers = Vec::new();
     for _ in 0..listeners {
         servers.push(echo_server(Close::ClientFirst).await.0);
     }
-    let mut results: [(Samples, Vec<f64>); 3] = Default::default();
+    let mut results: [(Samples, Vec<f64>); 4] = Default::default();
     for round in 0..rounds {
         for i in order(round) {
             let which = IMPLS[i];
+            if which == Impl::Go {
+                if let Some(go) = go.as_mut() {
+                    let (samples, wall) = go.concurrent(200, &servers).await;
+                    results[i].0.absorb(samples);
+                    results[i].1.push(wall);
+                }
+                continue;
+            }
             let mut dialer = Dialer::new(which);
             let started = Instant::now();
             let mut futures = Vec::new();
@@ -497,6 +561,7 @@ async fn concurrent(listeners: usize, rounds: usize) -> [(Samples, Vec<f64>); 3]
                         s.set_nodelay(true)?;
                         Ok(Conn::Raw(s))
                     }),
+                    Impl::Go => unreachable!("go-libp2p dials in the Go program"),
                 });
             }
             let conns = join_all(futures).await;
@@ -569,6 +634,7 @@ async fn accept_rate(which: Impl, connections: usize) -> f64 {
         }
         Impl::Tcp => tcp_listen(&mut tcp),
         Impl::Raw => raw.local_addr().expect("addr"),
+        Impl::Go => unreachable!("go-libp2p is not measured here"),
     };
     let dialers: Vec<_> = (0..2)
         .map(|_| {
@@ -594,6 +660,7 @@ async fn accept_rate(which: Impl, connections: usize) -> f64 {
                 TransportEvent::Incoming { .. }
             ),
             Impl::Raw => raw.accept().await.is_ok(),
+            Impl::Go => unreachable!("go-libp2p is not measured here"),
         };
         accepted += usize::from(got);
     }
@@ -665,11 +732,26 @@ fn current_thread() -> tokio::runtime::Runtime {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
-    let mut report = Report { rows: Vec::new() };
     let rt = current_thread();
+    let mut go = match GoBench::start() {
+        Ok(go) => Some(go),
+        Err(reason) => {
+            eprintln!("go-libp2p column NOT MEASURED: {reason}");
+            None
+        }
+    };
+    let mut report = Report {
+        rows: Vec::new(),
+        go_missing: go.is_none(),
+    };
 
     eprintln!("row 1: sequential dials, server closes first");
-    let mut s = rt.block_on(sequential(Close::ServerFirst, scale(10, 2), scale(300, 50)));
+    let mut s = rt.block_on(sequential(
+        Close::ServerFirst,
+        scale(10, 2),
+        scale(300, 50),
+        &mut go,
+    ));
     report.add(
         "1 seq dial+echo, server closes first",
         "p50 us",
@@ -690,7 +772,12 @@ fn main() {
     );
 
     eprintln!("row 2: sequential dials, client closes first");
-    let mut s = rt.block_on(sequential(Close::ClientFirst, scale(10, 2), scale(300, 50)));
+    let mut s = rt.block_on(sequential(
+        Close::ClientFirst,
+        scale(10, 2),
+        scale(300, 50),
+        &mut go,
+    ));
     let row = "2 seq dial+echo, client closes first";
     report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
     report.add(row, "p99 us", s.each_mut().map(|s| s.pct(0.99)), true);
@@ -717,13 +804,20 @@ fn main() {
 
     eprintln!("row 3: redials while the remote holds the old connection 300 ms");
     let (mut s, resets) = rt.block_on(async {
-        let mut samples: [Samples; 3] = Default::default();
-        let mut resets = [0.0; 3];
+        let mut samples: [Samples; 4] = Default::default();
+        let mut resets = [f64::NAN; 4];
         for (i, which) in IMPLS.into_iter().enumerate() {
             let (server, reset_count) = echo_server(Close::Hold(Duration::from_millis(300))).await;
-            let mut dialer = Dialer::new(which);
-            for _ in 0..scale(100, 20) {
-                dial_echo_drop(&mut dialer, server, &mut samples[i]).await;
+            if which == Impl::Go {
+                let Some(go) = go.as_mut() else { continue };
+                let dialer = go.dialer().await;
+                samples[i] = go.sequential(&dialer, server, scale(100, 20), false).await;
+                go.close(dialer).await;
+            } else {
+                let mut dialer = Dialer::new(which);
+                for _ in 0..scale(100, 20) {
+                    dial_echo_drop(&mut dialer, server, &mut samples[i]).await;
+                }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             resets[i] = reset_count.load(Ordering::Relaxed) as f64;
@@ -741,7 +835,7 @@ fn main() {
         (200, "4b 200 concurrent dials, 200 listeners"),
     ] {
         eprintln!("row {label}");
-        let mut results = rt.block_on(concurrent(listeners, scale(5, 2)));
+        let mut results = rt.block_on(concurrent(listeners, scale(5, 2), &mut go));
         report.add(
             label,
             "wall ms (median)",
@@ -766,16 +860,27 @@ fn main() {
         .expect("runtime");
     let (mut s, walls) = mt.block_on(async {
         let (server, _) = echo_server(Close::ClientFirst).await;
-        let mut samples: [Samples; 3] = Default::default();
-        let mut walls = [Duration::ZERO; 3];
+        let mut samples: [Samples; 4] = Default::default();
+        let mut walls = [Duration::ZERO; 4];
         let mut dialers = IMPLS.map(Dialer::new);
+        let go_dialer = match go.as_mut() {
+            Some(go) => Some(go.dialer().await),
+            None => None,
+        };
         let total = scale(5000, 500);
         for round in 0..10 {
             for i in order(round) {
                 let dialer = &mut dialers[i];
                 let started = Instant::now();
-                for _ in 0..total / 10 {
-                    dial_echo_drop(dialer, server, &mut samples[i]).await;
+                if dialer.which == Impl::Go {
+                    let (Some(go), Some(d)) = (go.as_mut(), go_dialer.as_ref()) else {
+                        continue;
+                    };
+                    samples[i].absorb(go.sequential(d, server, total / 10, false).await);
+                } else {
+                    for _ in 0..total / 10 {
+                        dial_echo_drop(dialer, server, &mut samples[i]).await;
+                    }
                 }
                 walls[i] += started.elapsed();
             }
@@ -806,9 +911,9 @@ fn main() {
 
     eprintln!("row 6: throughput");
     let total = scale(256, 64) * 1024 * 1024;
-    let mut mibs: [Vec<f64>; 3] = Default::default();
+    let mut mibs: [Vec<f64>; 4] = Default::default();
     for round in 0..scale(15, 2) {
-        for i in order(round) {
+        for i in order(round).into_iter().filter(|&i| IMPLS[i] != Impl::Go) {
             mibs[i].push(rt.block_on(throughput(IMPLS[i], total)));
         }
     }
@@ -820,9 +925,9 @@ fn main() {
     );
 
     eprintln!("row 7: accept rate");
-    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut rates: [Vec<f64>; 4] = Default::default();
     for round in 0..scale(7, 2) {
-        for i in order(round) {
+        for i in order(round).into_iter().filter(|&i| IMPLS[i] != Impl::Go) {
             rates[i].push(rt.block_on(accept_rate(IMPLS[i], scale(2000, 400))));
         }
     }
@@ -855,14 +960,14 @@ fn main() {
         report.add(
             &format!("8 source choice, {n} addresses"),
             "ns/decision",
-            [best, f64::NAN, f64::NAN],
+            [best, f64::NAN, f64::NAN, f64::NAN],
             false,
         );
     }
     report.add(
         "8 source choice",
         "10,000 / 1 addresses",
-        [per_size[2] / per_size[0], f64::NAN, f64::NAN],
+        [per_size[2] / per_size[0], f64::NAN, f64::NAN, f64::NAN],
         false,
     );
 
@@ -871,7 +976,7 @@ fn main() {
     report.add(
         "9 socket+close, plain vs +SO_REUSEPORT+bind to a listening port",
         "us per socket",
-        [reusing, f64::NAN, plain],
+        [reusing, f64::NAN, plain, f64::NAN],
         true,
     );
 
@@ -879,6 +984,9 @@ fn main() {
     let machine = machine();
     println!("machine: {machine}\n");
     println!("{table}");
+    if report.go_missing {
+        println!("go-libp2p column NOT MEASURED: Go was not found or the Go program did not build");
+    }
     let path = std::env::var("BENCH_JSON").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-compare.json").to_string()
     });
