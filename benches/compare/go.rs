@@ -2,130 +2,181 @@
 //! `benches/go` (built here with `go build`) in a child process. When its turn in a round comes,
 //! it dials this benchmark's echo servers and answers with its samples; the times are taken in
 //! Go around each call, so the pipe between the processes is not in them.
+//!
+//! The program is built and started once, by the first question about it ([`status`]), and
+//! driven by one thread that writes its commands and reads its answers, so that any runtime
+//! (the rows use two) can wait for an answer while its echo servers go on serving. It ends with
+//! this process: its input closes and it exits.
 
 use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Command, Stdio},
+    sync::{OnceLock, mpsc},
     thread,
     time::Duration,
 };
 
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
-use crate::Samples;
+use crate::{samples::Samples, servers::Close};
 
-/// The Go program, driven one command line at a time (see `benches/go/main.go`).
-pub(crate) struct GoBench {
-    child: Child,
-    stdin: ChildStdin,
-    replies: mpsc::Receiver<String>,
+/// A command line for the Go program and where its answer goes (nowhere: nobody waits).
+struct Request {
+    line: String,
+    reply: Option<oneshot::Sender<Result<Value, String>>>,
 }
 
-/// A reuseport.Transport with a listener on 127.0.0.1, inside the Go program.
+/// The thread that talks to the running Go program, or why there is none.
+static GO: OnceLock<Result<mpsc::Sender<Request>, String>> = OnceLock::new();
+
+/// Why go-libp2p cannot be measured in this run, if it cannot; builds and starts the Go program
+/// the first time.
+pub(crate) fn status() -> Option<&'static str> {
+    GO.get_or_init(start).as_ref().err().map(String::as_str)
+}
+
+/// Builds and starts the Go program and the thread that talks to it, or says why it cannot.
+fn start() -> Result<mpsc::Sender<Request>, String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/go");
+    let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-bench");
+    let status = Command::new("go")
+        .args(["build", "-buildvcs=false", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(dir)
+        .status()
+        .map_err(|e| format!("cannot run `go build` ({e}): Go is needed on PATH"))?;
+    if !status.success() {
+        return Err(format!("`go build` in {dir} failed: {status}"));
+    }
+    let mut child = Command::new(&binary)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(format!("{} started without its pipes", binary.display()));
+    };
+    let (requests, received) = mpsc::channel::<Request>();
+    thread::spawn(move || {
+        let mut answers = BufReader::new(stdout).lines();
+        for Request { line, reply } in received {
+            let answer = writeln!(stdin, "{line}")
+                .map_err(|e| format!("write to the Go program: {e}"))
+                .and_then(|()| match answers.next() {
+                    Some(Ok(answer)) => Ok(answer),
+                    Some(Err(e)) => Err(format!("read from the Go program: {e}")),
+                    None => Err(format!("the Go program exited: {:?}", child.try_wait())),
+                })
+                .and_then(|answer| {
+                    serde_json::from_str::<Value>(&answer)
+                        .map_err(|e| format!("not a JSON line ({e}): {answer}"))
+                })
+                .and_then(|answer| match answer.get("error") {
+                    Some(error) => Err(format!("{error}")),
+                    None => Ok(answer),
+                })
+                .map_err(|e| format!("the Go program, `{line}`: {e}"));
+            match (reply, answer) {
+                (Some(reply), answer) => {
+                    let _ = reply.send(answer);
+                }
+                (None, Err(e)) => eprintln!("{e}"),
+                (None, Ok(_)) => {}
+            }
+        }
+    });
+    Ok(requests)
+}
+
+/// Sends `line` to the Go program; the receiver gets its answer. None if it is not running.
+fn send(line: String) -> Option<oneshot::Receiver<Result<Value, String>>> {
+    let requests = GO.get()?.as_ref().ok()?;
+    let (reply, answer) = oneshot::channel();
+    requests
+        .send(Request {
+            line,
+            reply: Some(reply),
+        })
+        .ok()?;
+    Some(answer)
+}
+
+/// The answer to `line`. A failure of the Go program ends the benchmark: its column would be
+/// wrong otherwise.
+async fn ask(line: String) -> Value {
+    let Some(answer) = send(line.clone()) else {
+        panic!("the Go program is not running, asked `{line}`");
+    };
+    match answer.await {
+        Ok(Ok(value)) => value,
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("the Go program's thread ended, asked `{line}`"),
+    }
+}
+
+/// A reuseport.Transport with a listener on 127.0.0.1, inside the Go program; closed when
+/// dropped.
+#[derive(Debug)]
 pub(crate) struct GoDialer {
     id: u64,
+    /// The port of its listener.
+    pub(crate) port: u16,
 }
 
-impl GoBench {
-    /// Builds and starts the Go program, or says why it cannot.
-    pub(crate) fn start() -> Result<Self, String> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/go");
-        let binary = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-bench");
-        let status = Command::new("go")
-            .args(["build", "-buildvcs=false", "-o"])
-            .arg(&binary)
-            .arg(".")
-            .current_dir(dir)
-            .status()
-            .map_err(|e| format!("cannot run `go build` ({e}): Go is needed on PATH"))?;
-        if !status.success() {
-            return Err(format!("`go build` in {dir} failed: {status}"));
-        }
-        let mut child = Command::new(&binary)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        // A thread and a channel rather than tokio's pipes: the rows run on two runtimes.
-        let (sender, replies) = mpsc::channel(4);
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.blocking_send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self {
-            child,
-            stdin,
-            replies,
+impl GoDialer {
+    /// A new dialer with its own listener; None if the Go program is not running. Blocks until
+    /// the Go program answers, which needs nothing of this process's runtimes.
+    pub(crate) fn new() -> Option<Self> {
+        let answer = send("dialer".into())?;
+        let reply = match futures::executor::block_on(answer) {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => panic!("the Go program's thread ended, asked for a dialer"),
+        };
+        let number = |key: &str| {
+            reply[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("the Go program's dialer without {key}: {reply}"))
+        };
+        Some(Self {
+            id: number("id"),
+            port: u16::try_from(number("port")).expect("a TCP port fits in u16"),
         })
     }
 
-    async fn ask(&mut self, command: &str) -> Value {
-        writeln!(self.stdin, "{command}").expect("write to the Go program");
-        let line = self.replies.recv().await.expect("the Go program exited");
-        let reply: Value = serde_json::from_str(&line).expect("a JSON line");
-        if let Some(error) = reply.get("error") {
-            panic!("the Go program: {command}: {error}");
-        }
-        reply
-    }
-
-    /// A new dialer with its own listener.
-    pub(crate) async fn dialer(&mut self) -> GoDialer {
-        let reply = self.ask("dialer").await;
-        GoDialer {
-            id: reply["id"].as_u64().expect("id"),
-        }
-    }
-
-    pub(crate) async fn close(&mut self, dialer: GoDialer) {
-        self.ask(&format!("close {}", dialer.id)).await;
-    }
-
-    /// `n` dials one after the other, each echoing one byte; the server closes first (and the
-    /// client reads its end of stream) or the client does.
-    pub(crate) async fn sequential(
-        &mut self,
-        dialer: &GoDialer,
-        server: SocketAddr,
-        n: usize,
-        server_first: bool,
-    ) -> Samples {
-        let mode = if server_first {
-            "server-first"
-        } else {
-            "client-first"
+    /// `n` dials to `server` one after the other, each echoing one byte and ending as `close`
+    /// says: the client reads until the server closes, or closes at once.
+    pub(crate) async fn sequential(&self, server: SocketAddr, n: usize, close: Close) -> Samples {
+        let mode = match close {
+            Close::ServerFirst => "server-first",
+            Close::ClientFirst | Close::Hold(_) => "client-first",
         };
-        let reply = self
-            .ask(&format!("seq {} {server} {n} {mode}", dialer.id))
-            .await;
-        samples(&reply)
+        samples(&ask(format!("seq {} {server} {n} {mode}", self.id)).await)
     }
 
-    /// `n` dials at once from a new dialer, the i-th to `servers[i % len]`; the samples and the
-    /// wall time in ms.
-    pub(crate) async fn concurrent(&mut self, n: usize, servers: &[SocketAddr]) -> (Samples, f64) {
+    /// `n` dials at once, the i-th to `servers[i % len]`; the samples and the wall time in ms.
+    pub(crate) async fn concurrent(&self, n: usize, servers: &[SocketAddr]) -> (Samples, f64) {
         let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
-        let reply = self
-            .ask(&format!("concurrent {n} {}", list.join(",")))
-            .await;
+        let reply = ask(format!("concurrent {} {n} {}", self.id, list.join(","))).await;
         let wall = reply["wall_ns"].as_f64().unwrap_or(f64::NAN) / 1e6;
         (samples(&reply), wall)
     }
 }
 
-impl Drop for GoBench {
+impl Drop for GoDialer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Nobody waits for the answer; the thread reports a failure.
+        if let Some(Ok(requests)) = GO.get() {
+            let _ = requests.send(Request {
+                line: format!("close {}", self.id),
+                reply: None,
+            });
+        }
     }
 }
 
@@ -146,7 +197,8 @@ fn durations(reply: &Value, key: &str) -> Vec<Duration> {
 }
 
 /// The Go program's answer as the samples of the other implementations. Its failed system calls
-/// are counted in Go as they fail (failed `connect`, failed `bind`, other).
+/// are counted in Go as they fail (failed `connect`, failed `bind`, other); it passes over no
+/// pair without a system call.
 fn samples(reply: &Value) -> Samples {
     Samples {
         dials: count(reply, "dials"),

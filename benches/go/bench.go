@@ -101,10 +101,14 @@ func (b *bench) run(args []string) (any, error) {
 		}
 		return b.sequential(d, remote, n, args[4])
 	case "concurrent":
-		if len(args) != 3 {
-			return nil, errors.New("usage: concurrent N ADDR[,ADDR...]")
+		if len(args) != 4 {
+			return nil, errors.New("usage: concurrent ID N ADDR[,ADDR...]")
 		}
-		return b.concurrent(args[1], strings.Split(args[2], ","))
+		d, err := b.dialer(args[1])
+		if err != nil {
+			return nil, err
+		}
+		return b.concurrent(d, args[2], strings.Split(args[3], ","))
 	case "close":
 		if len(args) != 2 {
 			return nil, errors.New("usage: close ID")
@@ -199,9 +203,9 @@ func echo(conn manet.Conn, untilEOF bool) error {
 	return nil
 }
 
-// concurrent dials n times at once from a new dialer, the i-th dial to addrs[i % len(addrs)],
-// and closes everything once all dials are done.
-func (b *bench) concurrent(count string, addrs []string) (*samples, error) {
+// concurrent dials n times at once from d, the i-th dial to addrs[i % len(addrs)], and closes
+// the connections once all dials are done.
+func (b *bench) concurrent(d *dialer, count string, addrs []string) (*samples, error) {
 	remotes := make([]ma.Multiaddr, 0, len(addrs))
 	n := 0
 	for _, addr := range addrs {
@@ -211,11 +215,6 @@ func (b *bench) concurrent(count string, addrs []string) (*samples, error) {
 		}
 		remotes, n = append(remotes, remote), c
 	}
-	d, err := newDialer()
-	if err != nil {
-		return nil, err
-	}
-	defer d.listener.Close()
 	conns := make([]manet.Conn, n)
 	s := &samples{}
 	before := b.counter.snapshot()

@@ -1,13 +1,13 @@
 // Command go-bench measures go-libp2p's port-reusing TCP transport (p2p/net/reuseport,
-// reuseport.Transport Listen and Dial) for benches/compare.rs, which starts it and drives it
+// reuseport.Transport Listen and Dial) for benches/compare (go.rs), which starts it and drives it
 // round by round, interleaved with the other implementations, against its own echo servers.
 //
 // It reads one command per line on standard input and answers each with one JSON line:
 //
-//	dialer                       -> {"id":N,"port":P}  a Transport with a listener on 127.0.0.1:0
-//	seq ID ADDR N MODE           -> samples            N dials from dialer ID, one by one
-//	concurrent N ADDR[,ADDR...]  -> samples            N dials at once from a new dialer
-//	close ID                     -> {}                 closes dialer ID
+//	dialer                          -> {"id":N,"port":P}  a Transport with a listener on 127.0.0.1:0
+//	seq ID ADDR N MODE              -> samples            N dials from dialer ID, one by one
+//	concurrent ID N ADDR[,ADDR...]  -> samples            N dials at once from dialer ID
+//	close ID                        -> {}                 closes dialer ID
 //
 // MODE says how each connection ends after its dial and one-byte echo: "server-first" reads
 // until the server closes, then closes; "client-first" closes at once. "seq" samples carry the
