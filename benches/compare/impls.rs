@@ -2,6 +2,11 @@
 //! what its connections are. Every other module goes through this one and iterates over
 //! [`IMPLS`], so a new column is a new [`Impl`] variant plus the match arms the compiler then
 //! asks for here (and, for a large implementation, a module of its own that these arms call).
+//!
+//! go-libp2p runs in a child process (`go.rs`): it makes a whole turn of dials at a time and
+//! answers with their figures, timed there ([`Dialer::remote_sequential`],
+//! [`Dialer::remote_concurrent`]). Its connections are not in this process, so the rows that
+//! need one here (6, throughput, and 7, accepts) leave its column empty.
 
 use std::{future::poll_fn, net::SocketAddr, pin::Pin};
 
@@ -13,10 +18,14 @@ use libp2p_core::{
 };
 use libp2p_reuseport::PortOrigin;
 
-use crate::servers::raw_listener;
+use crate::{
+    go::{self, GoDialer},
+    samples::Samples,
+    servers::{Close, raw_listener},
+};
 
 /// The columns, in table order.
-pub(crate) const IMPLS: [Impl; 3] = [Impl::Ours, Impl::Tcp, Impl::Raw];
+pub(crate) const IMPLS: [Impl; 4] = [Impl::Ours, Impl::Tcp, Impl::Raw, Impl::Go];
 
 /// The number of columns.
 pub(crate) const N: usize = IMPLS.len();
@@ -29,6 +38,9 @@ pub(crate) enum Impl {
     Tcp,
     /// `tokio::net::TcpStream::connect` from ephemeral ports, plus `TCP_NODELAY`.
     Raw,
+    /// go-libp2p v0.52's `reuseport.Transport` with its own listener, in the Go program of
+    /// `benches/go`.
+    Go,
 }
 
 impl Impl {
@@ -38,6 +50,7 @@ impl Impl {
             Self::Ours => "this crate",
             Self::Tcp => "libp2p-tcp",
             Self::Raw => "raw tokio",
+            Self::Go => "go-libp2p",
         }
     }
 
@@ -47,6 +60,7 @@ impl Impl {
             Self::Ours => "ours",
             Self::Tcp => "libp2p-tcp",
             Self::Raw => "raw",
+            Self::Go => "go-libp2p",
         }
     }
 
@@ -56,15 +70,35 @@ impl Impl {
             Self::Ours => "ours",
             Self::Tcp => "libp2p_tcp",
             Self::Raw => "raw",
+            Self::Go => "go_libp2p",
         }
     }
 
     /// Whether every dial that did not leave from the listening port fell back after a failed
-    /// system call (libp2p-tcp falls back only after `connect` failed).
+    /// system call (libp2p-tcp falls back only after `connect` failed). go-libp2p's failed calls
+    /// are counted by the Go program as they fail.
     pub(crate) fn fallback_means_failed_syscall(self) -> bool {
         match self {
             Self::Tcp => true,
-            Self::Ours | Self::Raw => false,
+            Self::Ours | Self::Raw | Self::Go => false,
+        }
+    }
+
+    /// Why its column is not measured in this run, if it is not: go-libp2p's needs Go to build
+    /// and run `benches/go` (started here, the first time it is asked).
+    pub(crate) fn not_measured(self) -> Option<&'static str> {
+        match self {
+            Self::Ours | Self::Tcp | Self::Raw => None,
+            Self::Go => go::status(),
+        }
+    }
+
+    /// Whether its connections are made in this process, where a row can write to them
+    /// (throughput). go-libp2p's are made in the Go program.
+    pub(crate) fn in_process(self) -> bool {
+        match self {
+            Self::Ours | Self::Tcp | Self::Raw => true,
+            Self::Go => false,
         }
     }
 }
@@ -108,7 +142,7 @@ fn tcp_listen(tcp: &mut libp2p_tcp::tokio::Transport) -> SocketAddr {
 /// A dialer of one implementation, with its own listener on 127.0.0.1.
 pub(crate) struct Dialer {
     pub(crate) which: Impl,
-    /// The port of its listener; 0 for raw tokio, which has none.
+    /// The port of its listener; 0 for raw tokio, which has none (and for go-libp2p without Go).
     pub(crate) listen_port: u16,
     transport: DialerTransport,
 }
@@ -117,6 +151,16 @@ enum DialerTransport {
     Ours(libp2p_reuseport::Transport),
     Tcp(libp2p_tcp::tokio::Transport),
     Raw,
+    /// None when the Go program is not running: its turns are empty.
+    Go(Option<GoDialer>),
+}
+
+/// The error of a single dial asked of go-libp2p, which dials a whole turn at a time.
+fn go_dials_elsewhere() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "go-libp2p dials in the Go program, a turn at a time (Dialer::remote_sequential)",
+    )
 }
 
 impl Dialer {
@@ -135,6 +179,11 @@ impl Dialer {
                 (DialerTransport::Tcp(tcp), port)
             }
             Impl::Raw => (DialerTransport::Raw, 0),
+            Impl::Go => {
+                let go = GoDialer::new();
+                let port = go.as_ref().map_or(0, |go| go.port);
+                (DialerTransport::Go(go), port)
+            }
         };
         Self {
             which,
@@ -159,6 +208,7 @@ impl Dialer {
                 stream.set_nodelay(true)?;
                 Ok(Conn::Raw(stream))
             }
+            DialerTransport::Go(_) => Err(go_dials_elsewhere()),
         }
     }
 
@@ -182,6 +232,39 @@ impl Dialer {
                 s.set_nodelay(true)?;
                 Ok(Conn::Raw(s))
             }),
+            DialerTransport::Go(_) => Box::pin(async { Err(go_dials_elsewhere()) }),
+        }
+    }
+
+    /// For an implementation that dials in another process (go-libp2p): its turn of `n` dials to
+    /// `server` one after the other, each echoing one byte and ending as `close` says, made and
+    /// timed there; empty samples if it is not running. None for the implementations in this
+    /// process, whose dials the workloads make one by one.
+    pub(crate) async fn remote_sequential(
+        &self,
+        server: SocketAddr,
+        n: usize,
+        close: Close,
+    ) -> Option<Samples> {
+        match &self.transport {
+            DialerTransport::Go(Some(go)) => Some(go.sequential(server, n, close).await),
+            DialerTransport::Go(None) => Some(Samples::default()),
+            DialerTransport::Ours(_) | DialerTransport::Tcp(_) | DialerTransport::Raw => None,
+        }
+    }
+
+    /// For an implementation that dials in another process: its turn of `n` dials at once, the
+    /// i-th to `servers[i % len]`, and the turn's wall time in ms; NaN if it is not running.
+    /// None for the implementations in this process.
+    pub(crate) async fn remote_concurrent(
+        &self,
+        n: usize,
+        servers: &[SocketAddr],
+    ) -> Option<(Samples, f64)> {
+        match &self.transport {
+            DialerTransport::Go(Some(go)) => Some(go.concurrent(n, servers).await),
+            DialerTransport::Go(None) => Some((Samples::default(), f64::NAN)),
+            DialerTransport::Ours(_) | DialerTransport::Tcp(_) | DialerTransport::Raw => None,
         }
     }
 }
@@ -252,26 +335,28 @@ pub(crate) enum Acceptor {
 }
 
 impl Acceptor {
-    /// Listens; returns the acceptor and its address.
-    pub(crate) fn new(which: Impl) -> (Self, SocketAddr) {
+    /// Listens; returns the acceptor and its address. None for go-libp2p, whose listeners are in
+    /// the Go program.
+    pub(crate) fn new(which: Impl) -> Option<(Self, SocketAddr)> {
         match which {
             Impl::Ours => {
                 let mut ours = libp2p_reuseport::Transport::default();
                 ours.listen_on(ListenerId::next(), loopback_any_port())
                     .expect("listen");
                 let addr = ours.port_reuse().listen_addrs()[0];
-                (Self::Ours(ours), addr)
+                Some((Self::Ours(ours), addr))
             }
             Impl::Tcp => {
                 let mut tcp = libp2p_tcp::tokio::Transport::new(libp2p_tcp::Config::new());
                 let addr = tcp_listen(&mut tcp);
-                (Self::Tcp(tcp), addr)
+                Some((Self::Tcp(tcp), addr))
             }
             Impl::Raw => {
                 let raw = raw_listener();
                 let addr = raw.local_addr().expect("addr");
-                (Self::Raw(raw), addr)
+                Some((Self::Raw(raw), addr))
             }
+            Impl::Go => None,
         }
     }
 

@@ -1,21 +1,25 @@
-//! This crate side by side with libp2p-tcp 0.45 and raw tokio, in one process, interleaved round
-//! by round so that drift of a shared machine hits all three alike.
+//! This crate side by side with libp2p-tcp 0.45, raw tokio and go-libp2p's reuseport transport
+//! (`benches/go`, a child process), interleaved round by round so that drift of a shared machine
+//! hits all of them alike.
 //!
 //! ```text
 //! cargo bench --bench compare                  # the full run, about two minutes
 //! cargo bench --bench compare -- --quick       # fewer rounds, for a smoke test
 //! ```
 //!
-//! Prints a table with the ratios (ours / libp2p-tcp, ours / raw) and writes the same figures as
-//! JSON to `target/bench-compare.json` (or the path in `BENCH_JSON`). Every dialer listens on its
-//! own port and reuses it where it can (`PortUse::Reuse`); raw tokio dials from ephemeral ports
-//! (`TcpStream::connect`, then `TCP_NODELAY`, as the transports set it).
+//! Prints a table with the ratios (ours / libp2p-tcp, ours / raw, ours / go-libp2p) and writes
+//! the same figures as JSON to `target/bench-compare.json` (or the path in `BENCH_JSON`). Every
+//! dialer listens on its own port and reuses it where it can (`PortUse::Reuse`); raw tokio dials
+//! from ephemeral ports (`TcpStream::connect`, then `TCP_NODELAY`, as the transports set it).
+//! go-libp2p's column needs Go on PATH (the program is built with `go build`); without it the
+//! column is empty and the run says why, first and last.
 //!
-//! The modules: `impls` (the implementations under test, one column each), `servers` (the raw
-//! tokio echo servers they dial), `workloads` (what each row runs), `shared` (row 10: accepting
-//! on a shared listener), `samples` (what a row's dials came to), `report` (the table and the
-//! JSON). This file runs the rows in order.
+//! The modules: `impls` (the implementations under test, one column each), `go` (the Go program
+//! that dials with go-libp2p), `servers` (the raw tokio echo servers they dial), `workloads`
+//! (what each row runs), `shared` (row 10: accepting on a shared listener), `samples` (what a
+//! row's dials came to), `report` (the table and the JSON). This file runs the rows in order.
 
+mod go;
 mod impls;
 mod report;
 mod samples;
@@ -39,11 +43,21 @@ fn current_thread() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Says of every implementation that cannot be measured in this run why not.
+fn not_measured(say: impl Fn(&str)) {
+    for which in IMPLS {
+        if let Some(why) = which.not_measured() {
+            say(&format!("{} column NOT MEASURED: {why}", which.heading()));
+        }
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let mut report = Report::default();
     let rt = current_thread();
+    not_measured(|line| eprintln!("{line}"));
 
     eprintln!("row 1: sequential dials, server closes first");
     let mut s = rt.block_on(workloads::sequential(
@@ -251,6 +265,7 @@ fn main() {
     let machine = machine();
     println!("machine: {machine}\n");
     println!("{table}");
+    not_measured(|line| println!("{line}"));
     let path = std::env::var("BENCH_JSON").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-compare.json").to_string()
     });

@@ -34,7 +34,13 @@ pub(crate) fn only(values: &[(Impl, f64)]) -> [f64; N] {
 }
 
 impl Report {
-    pub(crate) fn add(&mut self, name: &str, metric: &str, values: [f64; N], ratios: bool) {
+    /// Adds a row; the values of an implementation not measured in this run are left out (NaN).
+    pub(crate) fn add(&mut self, name: &str, metric: &str, mut values: [f64; N], ratios: bool) {
+        for (value, which) in values.iter_mut().zip(IMPLS) {
+            if which.not_measured().is_some() {
+                *value = f64::NAN;
+            }
+        }
         self.rows.push(Row {
             name: name.into(),
             metric: metric.into(),

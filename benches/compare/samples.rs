@@ -20,12 +20,26 @@ pub(crate) struct Samples {
     pub(crate) reused: usize,
     pub(crate) failed: usize,
     /// Dials that fell back after a failed system call (ours: `Fallback::Refused`; libp2p-tcp:
-    /// every fallback, since it falls back only after `connect` failed).
+    /// every fallback, since it falls back only after `connect` failed; go-libp2p: counted in
+    /// Go as each `connect` or `bind` fails).
     pub(crate) failed_syscalls: usize,
     pub(crate) busy: usize,
 }
 
 impl Samples {
+    /// Adds the samples of another turn.
+    pub(crate) fn absorb(&mut self, other: Self) {
+        self.dials += other.dials;
+        self.times.extend(other.times);
+        self.reused_times.extend(other.reused_times);
+        self.other_times.extend(other.other_times);
+        self.cycle_times.extend(other.cycle_times);
+        self.reused += other.reused;
+        self.failed += other.failed;
+        self.failed_syscalls += other.failed_syscalls;
+        self.busy += other.busy;
+    }
+
     fn sorted(&mut self) -> &[Duration] {
         self.times.sort();
         &self.times

@@ -1,5 +1,6 @@
 //! What each row runs: the dialing, transfer and accept workloads, per implementation, and the
-//! two measurements of this crate alone (source choice, system-call floor).
+//! two measurements of this crate alone (source choice, system-call floor). An implementation
+//! that dials in another process (go-libp2p) takes each of its turns there as a whole.
 
 use std::{
     net::SocketAddr,
@@ -40,6 +41,10 @@ pub(crate) async fn sequential(close: Close, rounds: usize, per_round: usize) ->
     for round in 0..rounds {
         for i in order(round) {
             let (dialer, samples) = (&mut dialers[i], &mut samples[i]);
+            if let Some(turn) = dialer.remote_sequential(server, per_round, close).await {
+                samples.absorb(turn);
+                continue;
+            }
             for _ in 0..per_round {
                 let started = Instant::now();
                 let conn = dialer.dial(server).await;
@@ -76,8 +81,16 @@ pub(crate) async fn redial_while_held(dials: usize, hold: Duration) -> ([Samples
     for (i, which) in IMPLS.into_iter().enumerate() {
         let (server, reset_count) = echo_server(Close::Hold(hold)).await;
         let mut dialer = Dialer::new(which);
-        for _ in 0..dials {
-            dial_echo_drop(&mut dialer, server, &mut samples[i]).await;
+        match dialer
+            .remote_sequential(server, dials, Close::ClientFirst)
+            .await
+        {
+            Some(turn) => samples[i] = turn,
+            None => {
+                for _ in 0..dials {
+                    dial_echo_drop(&mut dialer, server, &mut samples[i]).await;
+                }
+            }
         }
         tokio::time::sleep(hold + Duration::from_millis(200)).await;
         resets[i] = reset_count.load(Ordering::Relaxed) as f64;
@@ -96,6 +109,11 @@ pub(crate) async fn concurrent(listeners: usize, rounds: usize) -> [(Samples, Ve
     for round in 0..rounds {
         for i in order(round) {
             let mut dialer = Dialer::new(IMPLS[i]);
+            if let Some((turn, wall)) = dialer.remote_concurrent(200, &servers).await {
+                results[i].0.absorb(turn);
+                results[i].1.push(wall);
+                continue;
+            }
             let started = Instant::now();
             let futures: Vec<_> = (0..200)
                 .map(|n| dialer.start_dial(servers[n % servers.len()]))
@@ -126,8 +144,16 @@ pub(crate) async fn redials(total: usize) -> ([Samples; N], [Duration; N]) {
         for i in order(round) {
             let dialer = &mut dialers[i];
             let started = Instant::now();
-            for _ in 0..total / 10 {
-                dial_echo_drop(dialer, server, &mut samples[i]).await;
+            match dialer
+                .remote_sequential(server, total / 10, Close::ClientFirst)
+                .await
+            {
+                Some(turn) => samples[i].absorb(turn),
+                None => {
+                    for _ in 0..total / 10 {
+                        dial_echo_drop(dialer, server, &mut samples[i]).await;
+                    }
+                }
             }
             walls[i] += started.elapsed();
         }
@@ -135,8 +161,12 @@ pub(crate) async fn redials(total: usize) -> ([Samples; N], [Duration; N]) {
     (samples, walls)
 }
 
-/// One connection, `total` bytes in 64 KiB writes; MiB/s.
+/// One connection, `total` bytes in 64 KiB writes; MiB/s. NaN for an implementation whose
+/// connections are not in this process.
 pub(crate) async fn throughput(which: Impl, total: usize) -> f64 {
+    if !which.in_process() {
+        return f64::NAN;
+    }
     let listener = raw_listener();
     let addr = listener.local_addr().expect("addr");
     let sink = tokio::spawn(async move {
@@ -165,9 +195,12 @@ pub(crate) async fn throughput(which: Impl, total: usize) -> f64 {
     total as f64 / (1024.0 * 1024.0) / started.elapsed().as_secs_f64()
 }
 
-/// Connections per second one listener accepts from 2 dialing tasks (raw tokio connects).
+/// Connections per second one listener accepts from 2 dialing tasks (raw tokio connects). NaN
+/// for an implementation without a listener in this process.
 pub(crate) async fn accept_rate(which: Impl, connections: usize) -> f64 {
-    let (mut acceptor, addr) = Acceptor::new(which);
+    let Some((mut acceptor, addr)) = Acceptor::new(which) else {
+        return f64::NAN;
+    };
     let dialers: Vec<_> = (0..2)
         .map(|_| {
             tokio::spawn(async move {
