@@ -183,7 +183,7 @@ fn stats(multistream: u64, http: u64) -> SharedStats {
 
 #[tokio::test]
 #[ignore = "needs Node 20+ and `npm ci` in tests/interop/js; .ci/run runs it"]
-async fn rust_tcp_rust_ws_and_js_websockets_on_one_port() {
+async fn js_websockets_rust_tcp_and_rust_ws_on_one_port() {
     for family in FAMILIES {
         let (set, mut node, tcp_addr, ws_addr) = shared_node(family).await;
         let node_id = *node.local_peer_id();
@@ -237,14 +237,21 @@ async fn rust_tcp_rust_ws_and_js_websockets_on_one_port() {
 
 #[tokio::test]
 #[ignore = "needs Go to build tests/interop/go; .ci/run runs it"]
-async fn we_dial_go_libp2p_shared_over_tcp_and_ws() {
+async fn go_shared_listener_we_dial_over_tcp_and_ws() {
     for family in FAMILIES {
         let go = Remote::start(&GO_SHARED, family, None).await;
-        let go_tcp = go.addr.clone();
+        // Its addresses come in no fixed order.
+        let go_tcp = go
+            .addrs
+            .iter()
+            .find(|a| after_tcp(a).is_empty())
+            .expect("a TCP address")
+            .clone();
         let go_ws = go_tcp.clone().with(Protocol::Ws("/".into()));
+        assert_eq!(go.addrs.len(), 2, "{:?}", go.addrs);
         assert!(
             go.addrs.contains(&go_ws),
-            "go listens on {go_ws} too: {:?}",
+            "go listens on {go_ws} too, the same port: {:?}",
             go.addrs
         );
         // One of our nodes dials go over TCP, another over /ws, each from its shared port.
@@ -294,7 +301,7 @@ async fn we_dial_go_libp2p_shared_over_tcp_and_ws() {
 
 #[tokio::test]
 #[ignore = "needs Go to build tests/interop/go; .ci/run runs it"]
-async fn go_libp2p_shared_dials_us_over_tcp_and_ws() {
+async fn go_shared_listener_dials_us_over_tcp_and_ws() {
     for family in FAMILIES {
         let (set, mut node, tcp_addr, ws_addr) = shared_node(family).await;
         let node_id = *node.local_peer_id();
