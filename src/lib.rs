@@ -46,6 +46,10 @@
 //!
 //! Do not also call `with_tcp` on the builder: libp2p-tcp would be asked first for every TCP
 //! address and this transport would never dial.
+//!
+//! To serve libp2p over plain TCP and over WebSocket (`/ws`, `/tls/ws`) on one listening port,
+//! with libp2p-websocket, use the sides of a [`SharedListeners`] set instead: each accepted
+//! connection goes to the side its first bytes are for.
 
 // docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics).
 #![cfg_attr(docsrs, feature(doc_cfg))]
