@@ -300,6 +300,43 @@ async fn both_sides_dial_from_the_shared_port() {
 }
 
 #[tokio::test]
+async fn without_port_reuse_the_sides_still_share_one_socket() {
+    let (shared, mut tcp, mut ws) = set(Config::new().port_reuse(false));
+    assert!(!shared.port_reuse().is_enabled());
+    let (tcp_id, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    let (ws_id, ws_addr) = listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
+    assert_eq!(ws_addr, addr);
+    assert!(
+        shared.port_reuse().listen_addrs().is_empty(),
+        "nothing registered for reuse"
+    );
+    let _m = client(addr, MULTISTREAM).await;
+    assert_eq!(incoming(&mut tcp).await.0, tcp_id);
+    let _h = client(addr, HTTP).await;
+    assert_eq!(incoming(&mut ws).await.0, ws_id);
+    let mut remote = transport();
+    let (_, remote_addr) = listen(&mut remote, "/ip4/127.0.0.1/tcp/0").await;
+    let dial = ws
+        .dial(to_multiaddr(remote_addr), opts(PortUse::Reuse))
+        .unwrap();
+    let (dialed, _) = tokio::join!(within("dial", dial), accept(&mut remote));
+    assert_eq!(
+        dialed.unwrap().port_origin(),
+        PortOrigin::Ephemeral(libp2p_reuseport::Fallback::Disabled)
+    );
+}
+
+#[test]
+fn public_types_can_move_between_tasks() {
+    fn owned<T: Send + Unpin + 'static>() {}
+    fn shared<T: Send + Sync + 'static>() {}
+    owned::<libp2p_reuseport::SharedTransport>();
+    owned::<<libp2p_reuseport::SharedTransport as libp2p_core::Transport>::Dial>();
+    shared::<libp2p_reuseport::SharedListeners>();
+    shared::<SharedStats>();
+}
+
+#[tokio::test]
 async fn two_hundred_concurrent_connections_of_both_kinds() {
     use futures::{AsyncReadExt as _, AsyncWriteExt as _, future::join_all};
 
