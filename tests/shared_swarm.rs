@@ -10,8 +10,9 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, core::ConnectedPoint, identify, multiaddr::Protocol, ping,
     swarm::SwarmEvent,
 };
-use libp2p_reuseport::{Config, SharedListeners, SharedStats};
+use libp2p_reuseport::{Config, SharedListeners};
 use util::{
+    shared::stats,
     swarm::{Behaviour, BehaviourEvent, listen_on, reuseport, shared, tls_pair, websocket},
     *,
 };
@@ -168,11 +169,7 @@ async fn tcp_ws_and_wss_peers_reach_one_port() {
                 socket_addr(&tcp_addr)
             );
         }
-        let mut expected = SharedStats::default();
-        expected.multistream = 1;
-        expected.http = 1;
-        expected.tls = 1;
-        assert_eq!(set.stats(), expected, "{family}");
+        assert_eq!(set.stats(), stats(1, 1, 1), "{family}");
     }
 }
 

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 
 use futures::{StreamExt, future::select_all};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, multiaddr::Protocol, ping, swarm::SwarmEvent};
-use libp2p_reuseport::{Config, SharedListeners, SharedStats};
+use libp2p_reuseport::{Config, SharedListeners};
 use tokio::process::Command;
 
 use crate::{
     FAMILIES, Seen, go, js, record,
     remote::{Implementation, Remote, next_json, record_remote},
     util::{
+        shared::stats,
         socket_addr,
         swarm::{Behaviour, BehaviourEvent, listen_on, reuseport, shared, websocket},
         within,
@@ -174,13 +175,6 @@ async fn shared_node(family: &str) -> (SharedListeners, Swarm<Behaviour>, Multia
     (set, node, tcp_addr, ws_addr)
 }
 
-fn stats(multistream: u64, http: u64) -> SharedStats {
-    let mut s = SharedStats::default();
-    s.multistream = multistream;
-    s.http = http;
-    s
-}
-
 #[tokio::test]
 #[ignore = "needs Node 20+ and `npm ci` in tests/interop/js; .ci/run runs it"]
 async fn js_websockets_rust_tcp_and_rust_ws_on_one_port() {
@@ -228,7 +222,7 @@ async fn js_websockets_rust_tcp_and_rust_ws_on_one_port() {
         }
         assert_eq!(
             set.stats(),
-            stats(1, 2),
+            stats(1, 2, 0),
             "{family}: one multistream, two WebSocket handshakes"
         );
         stop(&mut peers).await;
@@ -331,7 +325,7 @@ async fn go_shared_listener_dials_us_over_tcp_and_ws() {
                 );
             }
         }
-        assert_eq!(set.stats(), stats(1, 1), "{family}");
+        assert_eq!(set.stats(), stats(1, 1, 0), "{family}");
         stop(&mut peers).await;
     }
 }

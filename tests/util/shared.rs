@@ -7,7 +7,7 @@ use libp2p_core::{
     Transport,
     transport::{ListenerId, TransportEvent},
 };
-use libp2p_reuseport::{Config, SharedListeners, SharedTransport, TcpStream};
+use libp2p_reuseport::{Config, SharedListeners, SharedStats, SharedTransport, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Event, ma, socket_addr, within};
@@ -18,6 +18,15 @@ pub const MULTISTREAM: &[u8] = b"\x13/multistream/1.0.0\n";
 pub const HTTP: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 /// The first bytes of a TLS ClientHello record (TLS 1.2 record version).
 pub const TLS: &[u8] = b"\x16\x03\x01\x00\x05hello";
+
+/// Counts of connections handed to the three sides, nothing refused.
+pub fn stats(multistream: u64, http: u64, tls: u64) -> SharedStats {
+    let mut s = SharedStats::default();
+    s.multistream = multistream;
+    s.http = http;
+    s.tls = tls;
+    s
+}
 
 /// A set with its TCP and WebSocket sides.
 pub fn set(config: Config) -> (SharedListeners, SharedTransport, SharedTransport) {
