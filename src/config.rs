@@ -30,6 +30,8 @@ pub struct Config {
     pub(crate) backlog: u32,
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
+    /// `None`: derived from the descriptor limit when the transport is created.
+    pub(crate) max_closing_sockets: Option<usize>,
 }
 
 impl Config {
@@ -44,6 +46,10 @@ impl Config {
     /// - port reuse: on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when
     ///   the [`Transport`](crate::Transport) is created.
     /// - sharing a listening port with sockets outside this transport: refused.
+    /// - closing connections kept open until their remote closes: at most an eighth of the soft
+    ///   descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is
+    ///   created, and at most 8,192; 128 where there is no such limit (Windows). See
+    ///   [`Config::max_closing_sockets`].
     pub fn new() -> Self {
         Self {
             nodelay: true,
@@ -53,6 +59,7 @@ impl Config {
             backlog: 1024,
             port_reuse: true,
             foreign_port_sharing: false,
+            max_closing_sockets: None,
         }
     }
 
@@ -116,6 +123,27 @@ impl Config {
         self.foreign_port_sharing = value;
         self
     }
+
+    /// At most how many dropped connections are kept open until their remote closes. Default:
+    /// an eighth of the soft descriptor limit (`RLIMIT_NOFILE`, read with `getrlimit` when the
+    /// [`Transport`](crate::Transport) is created), at most 8,192; 128 on platforms without
+    /// such a limit (Windows).
+    ///
+    /// A connection that left from a listening port and is dropped before its remote closed its
+    /// side is kept open, at most 10 s, until the remote's FIN arrives: only then may its
+    /// (local, remote) pair be dialed again (see [`TcpStream`](crate::TcpStream)). Each one
+    /// holds a descriptor. Past this bound a dropped connection is closed at once: the kernel
+    /// keeps it as an orphan, which holds no descriptor, and the pair is passed over (no system
+    /// call) for as long as the kernel may keep that orphan, `tcp_fin_timeout` (Linux, read
+    /// from `/proc/sys/net/ipv4/tcp_fin_timeout`; 60 s elsewhere) and a second, since without
+    /// the socket the remote's FIN cannot be seen. So peers that never close can take at most
+    /// this many descriptors; the cost past the bound is that their pairs stay unused longer.
+    /// `0` keeps none open. [`PortReuse::closing_sockets`](crate::PortReuse::closing_sockets)
+    /// tells how many are kept now.
+    pub fn max_closing_sockets(mut self, value: usize) -> Self {
+        self.max_closing_sockets = Some(value);
+        self
+    }
 }
 
 impl Default for Config {
@@ -145,6 +173,7 @@ mod tests {
         assert_eq!(config.backlog, 1024);
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
+        assert_eq!(config.max_closing_sockets, None);
     }
 
     #[test]
@@ -155,13 +184,15 @@ mod tests {
             .linger(Some(Duration::ZERO))
             .keepalive(Some(Duration::from_secs(9)))
             .listen_backlog(5)
-            .port_reuse(false);
+            .port_reuse(false)
+            .max_closing_sockets(3);
         assert!(!config.nodelay);
         assert_eq!(config.ttl, Some(7));
         assert_eq!(config.linger, Some(Duration::ZERO));
         assert_eq!(config.keepalive, Some(Duration::from_secs(9)));
         assert_eq!(config.backlog, 5);
         assert!(!config.port_reuse);
+        assert_eq!(config.max_closing_sockets, Some(3));
     }
 
     #[test]

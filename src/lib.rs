@@ -62,6 +62,7 @@ pub mod bench_support;
 mod closing;
 mod config;
 mod dial;
+mod limits;
 mod listener;
 mod metrics;
 mod multiaddr;
