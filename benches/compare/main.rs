@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench compare                  # the full run, about two minutes
 //! cargo bench --bench compare -- --quick       # fewer rounds, for a smoke test
+//! cargo bench --bench compare -- --scale-only  # only the scale rows (module `scale`)
 //! ```
 //!
 //! Prints a table with the ratios (ours / libp2p-tcp, ours / raw) and writes the same figures as
@@ -13,11 +14,13 @@
 //!
 //! The modules: `impls` (the implementations under test, one column each), `servers` (the raw
 //! tokio echo servers they dial), `workloads` (what each row runs), `samples` (what a row's dials
-//! came to), `report` (the table and the JSON). This file runs the rows in order.
+//! came to), `report` (the table and the JSON), `scale` (the rows with 10,000 connections and
+//! 1,000 listeners, which run child processes of this binary). This file runs the rows in order.
 
 mod impls;
 mod report;
 mod samples;
+mod scale;
 mod servers;
 mod workloads;
 
@@ -38,9 +41,16 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 fn main() {
+    if scale::child_main() {
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let mut report = Report::default();
+    if std::env::args().any(|a| a == "--scale-only") {
+        scale::rows(&mut report, quick);
+        return finish(&report);
+    }
     let rt = current_thread();
 
     eprintln!("row 1: sequential dials, server closes first");
@@ -209,6 +219,12 @@ fn main() {
         true,
     );
 
+    scale::rows(&mut report, quick);
+    finish(&report);
+}
+
+/// Prints the table and writes the JSON.
+fn finish(report: &Report) {
     let table = report.print();
     let machine = machine();
     println!("machine: {machine}\n");
