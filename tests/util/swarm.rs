@@ -11,7 +11,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     yamux,
 };
-use libp2p_reuseport::{Config, Transport};
+use libp2p_reuseport::{Config, PortReuse, TcpStream, Transport};
 
 use super::{ma, within};
 
@@ -46,6 +46,36 @@ pub fn reuseport() -> Swarm<Behaviour> {
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
         .build()
+}
+
+/// A swarm on this crate's transport with `config`, that shows every connection to
+/// `on_connection` before upgrading it; with the transport's port-reuse table.
+pub fn reuseport_observed(
+    config: Config,
+    on_connection: impl Fn(&TcpStream) + Send + Sync + 'static,
+) -> (Swarm<Behaviour>, PortReuse) {
+    let mut table = None;
+    let on_connection = std::sync::Arc::new(on_connection);
+    let swarm = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            let transport = Transport::new(config);
+            table = Some(transport.port_reuse());
+            Ok(transport
+                .map(move |stream, _| {
+                    on_connection(&stream);
+                    stream
+                })
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
+        })
+        .expect("transport")
+        .with_behaviour(behaviour)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    (swarm, table.expect("the transport was built"))
 }
 
 /// A swarm on rust-libp2p's own TCP transport (libp2p-tcp).
