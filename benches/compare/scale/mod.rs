@@ -98,6 +98,13 @@ pub(crate) fn rows(report: &mut Report, quick: bool) {
     let _runtime = rt.enter();
     let echo = rt.block_on(echo_server(Close::ServerFirst)).0;
     let mut next_remote = 0u32;
+    // A round of each implementation first, not counted: the first figures of a run carry its
+    // start (the sink's first accepts, the first pages of every heap).
+    for kind in Kind::ALL {
+        let mut node = Node::new(kind, 1);
+        rt.block_on(node.dial_echo(echo, dials_per_round, &mut Dials::default()));
+        rt.block_on(node.accept(accepts_per_round));
+    }
     // Dial p50 per (live, listeners), for the flatness rows.
     let mut dial_p50 = Vec::new();
 
