@@ -110,7 +110,8 @@ pub(crate) fn rows(report: &mut Report, quick: bool) {
 
     for listeners in LISTENERS {
         for live in LIVE {
-            let row = format!("S {live} live conns, {listeners} listeners");
+            let plural = if listeners == 1 { "" } else { "s" };
+            let row = format!("S {live} live conns, {listeners} listener{plural}");
             let needs = (live + listeners) as u64 + 2_000;
             if needs > limit {
                 eprintln!(
