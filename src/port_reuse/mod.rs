@@ -2,7 +2,9 @@
 //! connections already hold a (local, remote) pair, and the deterministic choice between them.
 //!
 //! Pure bookkeeping: no sockets. The one system call a choice may need (the route lookup) is
-//! passed in by the caller and made without holding the lock.
+//! passed in by the caller and made without holding the lock. The table also counts the closing
+//! connections whose socket is held, up to its bound, and keeps orphaned pairs (closed before
+//! their remote closed) until they expire.
 //!
 //! - this file: [`PortReuse`], the handle shared by the transport, its listeners and dials;
 //! - `table`: the data and the choice of a source;
