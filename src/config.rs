@@ -32,6 +32,8 @@ pub struct Config {
     pub(crate) foreign_port_sharing: bool,
     pub(crate) first_bytes_timeout: Duration,
     pub(crate) first_bytes_concurrency: usize,
+    /// `None`: derived from the descriptor limit when the transport is created.
+    pub(crate) max_closing_sockets: Option<usize>,
 }
 
 impl Config {
@@ -48,6 +50,10 @@ impl Config {
     /// - sharing a listening port with sockets outside this transport: refused.
     /// - for a [`SharedListeners`](crate::SharedListeners) socket: 5 s for an accepted
     ///   connection's first bytes, at most 64 connections waiting for them at once.
+    /// - closing connections kept open until their remote closes: at most an eighth of the soft
+    ///   descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is
+    ///   created, and at most 8,192; 128 where there is no such limit (Windows). See
+    ///   [`Config::max_closing_sockets`].
     pub fn new() -> Self {
         Self {
             nodelay: true,
@@ -59,6 +65,7 @@ impl Config {
             foreign_port_sharing: false,
             first_bytes_timeout: Duration::from_secs(5),
             first_bytes_concurrency: 64,
+            max_closing_sockets: None,
         }
     }
 
@@ -122,6 +129,27 @@ impl Config {
         self.foreign_port_sharing = value;
         self
     }
+
+    /// At most how many dropped connections are kept open until their remote closes. Default:
+    /// an eighth of the soft descriptor limit (`RLIMIT_NOFILE`, read with `getrlimit` when the
+    /// [`Transport`](crate::Transport) is created), at most 8,192; 128 on platforms without
+    /// such a limit (Windows).
+    ///
+    /// A connection that left from a listening port and is dropped before its remote closed its
+    /// side is kept open, at most 10 s, until the remote's FIN arrives: only then may its
+    /// (local, remote) pair be dialed again (see [`TcpStream`](crate::TcpStream)). Each one
+    /// holds a descriptor. Past this bound a dropped connection is closed at once: the kernel
+    /// keeps it as an orphan, which holds no descriptor, and the pair is passed over (no system
+    /// call) for as long as the kernel may keep that orphan, `tcp_fin_timeout` (Linux, read
+    /// from `/proc/sys/net/ipv4/tcp_fin_timeout`; 60 s elsewhere) and a second, since without
+    /// the socket the remote's FIN cannot be seen. So peers that never close can take at most
+    /// this many descriptors; the cost past the bound is that their pairs stay unused longer.
+    /// `0` keeps none open. [`PortReuse::closing_sockets`](crate::PortReuse::closing_sockets)
+    /// tells how many are kept now.
+    pub fn max_closing_sockets(mut self, value: usize) -> Self {
+        self.max_closing_sockets = Some(value);
+        self
+    }
 }
 
 impl Config {
@@ -174,6 +202,7 @@ mod tests {
         assert!(!config.foreign_port_sharing);
         assert_eq!(config.first_bytes_timeout, Duration::from_secs(5));
         assert_eq!(config.first_bytes_concurrency, 64);
+        assert_eq!(config.max_closing_sockets, None);
     }
 
     #[test]
@@ -186,7 +215,8 @@ mod tests {
             .listen_backlog(5)
             .port_reuse(false)
             .first_bytes_timeout(Duration::from_millis(300))
-            .first_bytes_concurrency(3);
+            .first_bytes_concurrency(3)
+            .max_closing_sockets(3);
         assert!(!config.nodelay);
         assert_eq!(config.ttl, Some(7));
         assert_eq!(config.linger, Some(Duration::ZERO));
@@ -201,6 +231,7 @@ mod tests {
                 .first_bytes_concurrency,
             1
         );
+        assert_eq!(config.max_closing_sockets, Some(3));
     }
 
     #[test]

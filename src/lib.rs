@@ -56,7 +56,8 @@
 
 // Modules depend one way: `origin`, then `port_reuse` (bookkeeping, holds no socket), then
 // `closing` (holds sockets with their `port_reuse::Lease`), then `stream`, then `dial` and
-// `listener`, then `transport`, which wires them and owns the closing task.
+// `listener`, then `transport`, which wires them and owns the closing task. `limits` (what the
+// OS allows: the descriptor limit, the kernel's orphan lifetime) is read by `transport` alone.
 
 // The benchmark's hooks exist only with the feature benches/compare turns on: the default public
 // API stays as documented.
@@ -66,6 +67,7 @@ pub mod bench_support;
 mod closing;
 mod config;
 mod dial;
+mod limits;
 mod listener;
 mod metrics;
 mod multiaddr;

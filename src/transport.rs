@@ -20,6 +20,7 @@ use crate::{
     closing::Reaper,
     config::{PORT_REUSE_ENV, env_disables_reuse},
     dial::{self, Reuse},
+    limits,
     listener::{Event, Listener, Listeners, OwnSocket},
     metrics::Metrics,
     multiaddr,
@@ -64,9 +65,12 @@ impl Transport {
                 "port reuse is off"
             );
         }
+        let max_closing =
+            (config.max_closing_sockets).unwrap_or_else(limits::default_max_closing_sockets);
         Self {
             config,
-            port_reuse: PortReuse::new(enabled),
+            port_reuse: PortReuse::new(enabled)
+                .with_closing_bound(max_closing, limits::orphan_hold()),
             reaper: Arc::default(),
             metrics: Metrics::new(),
             listeners: Listeners::new(),
@@ -92,6 +96,7 @@ impl Transport {
     /// | `libp2p_reuseport_listen_addresses` | gauge | listening addresses registered for port reuse ([`PortReuse::listen_addrs`]) |
     /// | `libp2p_reuseport_open_pairs` | gauge | open outbound connections from a listening port ([`PortReuse::live_connections`]) |
     /// | `libp2p_reuseport_closing_pairs` | gauge | dropped ones whose remote has not closed yet ([`PortReuse::closing_connections`]) |
+    /// | `libp2p_reuseport_closing_sockets` | gauge | those of them whose socket is kept open until the remote closes ([`PortReuse::closing_sockets`]) |
     ///
     /// The counters count from the transport's creation, registered or not; counting is one
     /// atomic increment. The gauges are read from the port-reuse table when the registry is

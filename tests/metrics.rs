@@ -27,9 +27,10 @@ mod with_feature {
     const PREFIX: &str = "libp2p_reuseport_";
 
     /// Every series the transport registers, by name without the prefix, all at zero.
-    const SERIES: [&str; 12] = [
+    const SERIES: [&str; 13] = [
         r#"accepts_total"#,
         r#"closing_pairs"#,
+        r#"closing_sockets"#,
         r#"dials_total{origin="ephemeral",reason="busy"}"#,
         r#"dials_total{origin="ephemeral",reason="disabled"}"#,
         r#"dials_total{origin="ephemeral",reason="no_listener"}"#,
@@ -150,6 +151,7 @@ mod with_feature {
             now(&[
                 ("listen_addresses", 1),
                 ("closing_pairs", 1),
+                ("closing_sockets", 1),
                 ("accepts_total", 2)
             ])
         );

@@ -12,7 +12,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     yamux,
 };
-use libp2p_reuseport::{Config, SharedListeners, Transport};
+use libp2p_reuseport::{Config, PortReuse, SharedListeners, TcpStream, Transport};
 use libp2p_websocket as websocket;
 
 use super::{ma, within};
@@ -102,6 +102,24 @@ pub fn tls_pair() -> (websocket::tls::Config, websocket::tls::Config) {
     let mut client = websocket::tls::Config::builder();
     client.add_trust(&cert).expect("trust");
     (server, client.finish())
+}
+
+/// A swarm on this crate's transport with `config`, that shows every connection to
+/// `on_connection` before upgrading it; with the transport's port-reuse table.
+pub fn reuseport_observed(
+    config: Config,
+    on_connection: impl Fn(&TcpStream) + Send + Sync + 'static,
+) -> (Swarm<Behaviour>, PortReuse) {
+    let transport = Transport::new(config);
+    let table = transport.port_reuse();
+    let on_connection = std::sync::Arc::new(on_connection);
+    let swarm = build(|| {
+        transport.map(move |stream, _| {
+            on_connection(&stream);
+            stream
+        })
+    });
+    (swarm, table)
 }
 
 /// A swarm on rust-libp2p's own TCP transport (libp2p-tcp).
