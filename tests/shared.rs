@@ -1,6 +1,6 @@
 //! One socket for TCP and WebSocket: the sides of a `SharedListeners` set, their own listener
-//! events, the routing by first bytes, joining and conflicts, dials from the shared port, and
-//! freeing the port. Refusals, the deadline, the bound and load are in `shared_refusals.rs`.
+//! events, the routing by first bytes, joining and conflicts, dials from the shared port (and
+//! the bound on their held closing sockets), and freeing the port. Refusals, the deadline, the bound and load are in `shared_refusals.rs`.
 
 mod util;
 
@@ -183,6 +183,62 @@ async fn both_sides_dial_from_the_shared_port() {
         open.push(dialed);
     }
     assert_eq!(shared.port_reuse().live_connections(), 2);
+}
+
+#[tokio::test]
+async fn the_sides_share_the_bound_on_held_closing_sockets() {
+    let (shared, mut tcp, mut ws) = set(Config::new().max_closing_sockets(1));
+    #[cfg(feature = "metrics")] // The gauges exist only with the feature.
+    let mut registry = prometheus_client::registry::Registry::default();
+    #[cfg(feature = "metrics")] // As above.
+    shared.register_metrics(&mut registry);
+    listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
+    let mut remotes = Vec::new();
+    for _ in 0..2 {
+        let mut remote = transport();
+        let (_, remote_addr) = listen(&mut remote, "/ip4/127.0.0.1/tcp/0").await;
+        remotes.push((remote, remote_addr));
+    }
+    // One dial from each side; the remotes keep their ends open.
+    let mut kept = Vec::new();
+    for (side, (remote, remote_addr)) in [&mut tcp, &mut ws].into_iter().zip(&mut remotes) {
+        let dial = side
+            .dial(to_multiaddr(*remote_addr), opts(PortUse::Reuse))
+            .unwrap();
+        let (dialed, (accepted, _, _)) = tokio::join!(within("dial", dial), accept(remote));
+        let dialed = dialed.unwrap();
+        assert_eq!(dialed.port_origin(), PortOrigin::Reused);
+        drop(dialed);
+        kept.push(accepted);
+    }
+    let table = shared.port_reuse();
+    assert_eq!(
+        (table.closing_sockets(), table.closing_connections()),
+        (1, 2),
+        "the second side's dropped dial is past the one-socket bound: closed, its pair orphaned"
+    );
+    #[cfg(feature = "metrics")] // As above.
+    {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "libp2p_reuseport_closing_sockets 1\n",
+            "libp2p_reuseport_closing_pairs 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+    // Both pairs are passed over, the held one and the orphaned one, from either side.
+    for (side, (_, remote_addr)) in [&mut ws, &mut tcp].into_iter().zip(&remotes) {
+        let dial = side
+            .dial(to_multiaddr(*remote_addr), opts(PortUse::Reuse))
+            .unwrap();
+        assert_eq!(
+            within("redial", dial).await.unwrap().port_origin(),
+            PortOrigin::Ephemeral(libp2p_reuseport::Fallback::Busy)
+        );
+    }
 }
 
 #[tokio::test]
