@@ -3,7 +3,7 @@
 //! hits all of them alike.
 //!
 //! ```text
-//! cargo bench --bench compare                  # the full run, about two minutes
+//! cargo bench --bench compare                  # the full run, about three minutes
 //! cargo bench --bench compare -- --quick       # fewer rounds, for a smoke test
 //! cargo bench --bench compare -- --scale-only  # only the scale rows (module `scale`)
 //! ```
