@@ -4,13 +4,16 @@
 //!
 //! Where the connections come from is an [`Accept`]: a listening socket of the listener's own
 //! ([`OwnSocket`]), or its share of a socket that several transports listen on
-//! (`crate::shared`).
+//! (`crate::shared`). While port reuse is on, each accepted connection holds its (local, remote)
+//! pair in the port-reuse table ([`Pairs`]), so that no dial from the listening address tries
+//! it.
 
 use std::{
     collections::VecDeque,
     io,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -19,7 +22,14 @@ use futures::{Stream, StreamExt, future, stream::SelectAll};
 use if_watch::{IfEvent, tokio::IfWatcher};
 use libp2p_core::transport::{ListenerId, TransportEvent};
 
-use crate::{TcpStream, metrics::Metrics, multiaddr::to_multiaddr, port_reuse::Registration};
+use crate::{
+    TcpStream,
+    closing::Reaper,
+    metrics::Metrics,
+    multiaddr::to_multiaddr,
+    port_reuse::{PortReuse, Registration},
+    stream::OnDrop,
+};
 
 /// What a listener yields.
 pub(crate) type Event = TransportEvent<future::Ready<io::Result<TcpStream>>, io::Error>;
@@ -28,6 +38,16 @@ pub(crate) type Event = TransportEvent<future::Ready<io::Result<TcpStream>>, io:
 /// [`MAX_PAUSE`] and starts over after a successful accept.
 const FIRST_PAUSE: Duration = Duration::from_millis(20);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// Where the accepted connections of a listener registered for port reuse hold their pairs: the
+/// transport's table, the task that keeps a connection dropped before its remote closed, and
+/// whether to keep it (not with `SO_LINGER` set).
+#[derive(Clone)]
+pub(crate) struct Pairs {
+    pub(crate) table: PortReuse,
+    pub(crate) reaper: Arc<Reaper>,
+    pub(crate) on_drop: OnDrop,
+}
 
 /// Where a listener's connections come from.
 pub(crate) trait Accept: Unpin {
@@ -132,11 +152,20 @@ struct Open<A> {
     source: A,
     /// Reports the interface addresses of a wildcard listener; `None` for a specific address.
     if_watcher: Option<IfWatcher>,
+    /// Where accepted connections hold their pairs; `None` while port reuse is off (no dial
+    /// leaves from the listening port then).
+    pairs: Option<Pairs>,
 }
 
 impl<A: Accept> Listener<A> {
-    /// A listener with the id `id` on the bound address `addr`, its connections from `source`.
-    pub(crate) fn new(id: ListenerId, source: A, addr: SocketAddr) -> io::Result<Self> {
+    /// A listener with the id `id` on the bound address `addr`, its connections from `source`,
+    /// their pairs held in `pairs`.
+    pub(crate) fn new(
+        id: ListenerId,
+        source: A,
+        addr: SocketAddr,
+        pairs: Option<Pairs>,
+    ) -> io::Result<Self> {
         let mut queued = VecDeque::with_capacity(2);
         let if_watcher = if addr.ip().is_unspecified() {
             Some(
@@ -153,7 +182,11 @@ impl<A: Accept> Listener<A> {
         Ok(Self {
             id,
             addr,
-            open: Some(Open { source, if_watcher }),
+            open: Some(Open {
+                source,
+                if_watcher,
+                pairs,
+            }),
             queued,
             waker: None,
         })
@@ -262,9 +295,17 @@ impl<A: Accept> Listener<A> {
             self.addr
         };
         tracing::trace!(listener = %self.id, %local, %remote, "accepted");
+        let stream = match &open.pairs {
+            Some(pairs) => TcpStream::accepted(
+                io,
+                Some((pairs.table.accepted(local, remote), pairs.reaper.clone())),
+                pairs.on_drop,
+            ),
+            None => TcpStream::accepted(io, None, OnDrop::Close),
+        };
         Poll::Ready(TransportEvent::Incoming {
             listener_id: self.id,
-            upgrade: future::ready(Ok(TcpStream::accepted(io))),
+            upgrade: future::ready(Ok(stream)),
             local_addr: to_multiaddr(local),
             send_back_addr: to_multiaddr(remote),
         })

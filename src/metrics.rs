@@ -172,8 +172,9 @@ mod imp {
                 ),
                 (
                     "closing_pairs",
-                    "Dropped outbound connections from a listening port whose remote has not \
-                     closed yet: their (local, remote) pair is passed over.",
+                    "Dropped connections on a listening port (outbound from it or accepted by \
+                     its listener) whose remote has not closed yet: their (local, remote) pair is \
+                     passed over.",
                     table.closing_connections(),
                 ),
                 (

@@ -33,11 +33,11 @@ pub enum Fallback {
     NoListener,
     /// The kernel's route lookup for the destination failed.
     NoRoute,
-    /// Every candidate listening address was taken: a connection from it to this destination is
-    /// open, or was dropped but the remote has not closed its side yet (see
-    /// [`TcpStream`](crate::TcpStream)), or
-    /// the destination is the address itself (a TCP self-connection). No system call was spent
-    /// on a taken pair.
+    /// Every candidate listening address was taken: a connection between it and this
+    /// destination (dialed from it, or accepted by its listener from the destination) is open,
+    /// or was dropped but the remote has not closed its side yet (see
+    /// [`TcpStream`](crate::TcpStream)), or the destination is the address itself (a TCP
+    /// self-connection). No system call was spent on a taken pair.
     Busy,
     /// The kernel refused the listening address: `bind` or `connect` failed with this kind
     /// (`AddrInUse` or `AddrNotAvailable`), and the dial was retried once from an ephemeral port.

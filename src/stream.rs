@@ -21,12 +21,14 @@ use crate::{
 /// Implements [`futures::AsyncRead`] and [`futures::AsyncWrite`]; `poll_close` shuts the write
 /// half down (`shutdown(SHUT_WR)`), dropping closes the socket.
 ///
-/// An outbound connection that left from a listening port holds its (local, remote) pair in the
-/// port-reuse table, so no other dial tries the same pair. If it is dropped before the remote
-/// closed its side, dropping sends the FIN as usual and a background task on the tokio runtime
-/// keeps the socket until the remote's FIN arrives (at most 10 s): only then does the kernel let
-/// the pair be used again without refusing it or resetting the remote's old connection. Until
-/// then dials to that remote use the next candidate or an ephemeral port, at once.
+/// An outbound connection that left from a listening port, and a connection accepted by a
+/// listener while port reuse is on, holds its (local, remote) pair in the port-reuse table, so
+/// no dial tries the same pair: the kernel would refuse it, whichever side opened the
+/// connection. If it is dropped before the remote closed its side, dropping sends the FIN as
+/// usual and a background task on the tokio runtime keeps the socket until the remote's FIN
+/// arrives (at most 10 s): only then does the kernel let the pair be used again without refusing
+/// it or resetting the remote's old connection. Until then dials to that remote use the next
+/// candidate or an ephemeral port, at once.
 ///
 /// At most [`Config::max_closing_sockets`](crate::Config::max_closing_sockets) sockets are kept
 /// that way. Past that bound, and for a remote that does not close within 10 s, the socket is
@@ -36,8 +38,9 @@ pub struct TcpStream {
     /// `None` only after `drop` handed the socket over to close it.
     io: Option<tokio::net::TcpStream>,
     origin: PortOrigin,
-    /// For an outbound connection from a listening port: the pair it holds, and the task that
-    /// keeps the socket if the stream is dropped before the remote closed.
+    /// For a connection on a listening port (outbound from it, or accepted while port reuse is
+    /// on): the pair it holds, and the task that keeps the socket if the stream is dropped
+    /// before the remote closed.
     lease: Option<(Lease, Arc<Reaper>)>,
     /// Whether a read returned end of stream: the remote has closed its side.
     eof: bool,
@@ -52,14 +55,24 @@ pub(crate) enum OnDrop {
     AwaitRemoteClose,
 }
 
-impl TcpStream {
-    pub(crate) fn accepted(io: tokio::net::TcpStream) -> Self {
-        Self {
-            io: Some(io),
-            origin: PortOrigin::Accepted,
-            lease: None,
-            eof: false,
+impl OnDrop {
+    /// A configured `SO_LINGER` decides how a socket closes: then it is not held after drop.
+    pub(crate) fn for_linger(linger: Option<std::time::Duration>) -> Self {
+        match linger {
+            None => Self::AwaitRemoteClose,
+            Some(_) => Self::Close,
         }
+    }
+}
+
+impl TcpStream {
+    /// An accepted connection; with `lease`, it holds its pair as a dialed one does.
+    pub(crate) fn accepted(
+        io: tokio::net::TcpStream,
+        lease: Option<(Lease, Arc<Reaper>)>,
+        on_drop: OnDrop,
+    ) -> Self {
+        Self::dialed(io, PortOrigin::Accepted, lease, on_drop)
     }
 
     pub(crate) fn dialed(

@@ -21,11 +21,12 @@ use crate::{
     config::{PORT_REUSE_ENV, env_disables_reuse},
     dial::{self, Reuse},
     limits,
-    listener::{Event, Listener, Listeners, OwnSocket},
+    listener::{Event, Listener, Listeners, OwnSocket, Pairs},
     metrics::Metrics,
     multiaddr,
     port_reuse::{PortReuse, Registration},
     socket,
+    stream::OnDrop,
 };
 
 /// A bound, listening socket, its address (the port is concrete, the IP may be unspecified) and
@@ -95,7 +96,7 @@ impl Transport {
     /// | `libp2p_reuseport_listener_errors_total` | counter | `ListenerError` events (failed accepts, a failed interface watcher) |
     /// | `libp2p_reuseport_listen_addresses` | gauge | listening addresses registered for port reuse ([`PortReuse::listen_addrs`]) |
     /// | `libp2p_reuseport_open_pairs` | gauge | open outbound connections from a listening port ([`PortReuse::live_connections`]) |
-    /// | `libp2p_reuseport_closing_pairs` | gauge | dropped ones whose remote has not closed yet ([`PortReuse::closing_connections`]) |
+    /// | `libp2p_reuseport_closing_pairs` | gauge | dropped connections on a listening port, outbound or accepted, whose remote has not closed yet ([`PortReuse::closing_connections`]) |
     /// | `libp2p_reuseport_closing_sockets` | gauge | those of them whose socket is kept open until the remote closes ([`PortReuse::closing_sockets`]) |
     ///
     /// The counters count from the transport's creation, registered or not; counting is one
@@ -164,6 +165,16 @@ impl Transport {
         })
     }
 
+    /// Where the connections a listener accepts hold their pairs: this transport's table and
+    /// closing task. `None` while port reuse is off: no dial leaves from a listening port then.
+    pub(crate) fn pairs(&self) -> Option<Pairs> {
+        self.port_reuse.is_enabled().then(|| Pairs {
+            table: self.port_reuse.clone(),
+            reaper: self.reaper.clone(),
+            on_drop: OnDrop::for_linger(self.config.linger),
+        })
+    }
+
     fn listen(&self, id: ListenerId, addr: SocketAddr) -> io::Result<Listener<OwnSocket>> {
         let bound = self.bind(addr)?;
         tracing::debug!(listener = %id, addr = %bound.addr, reuse = bound.registration.is_some(), "listening");
@@ -171,6 +182,7 @@ impl Transport {
             id,
             OwnSocket::new(bound.socket, bound.registration),
             bound.addr,
+            self.pairs(),
         )
     }
 }

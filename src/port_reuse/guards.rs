@@ -1,5 +1,6 @@
-//! What a listener and a dial hold in the table: a [`Registration`] keeps a listening address
-//! registered, a [`Lease`] keeps a (local, remote) pair. Both let go when dropped.
+//! What a listener and a connection hold in the table: a [`Registration`] keeps a listening
+//! address registered, a [`Lease`] keeps the (local, remote) pair of a dial or an accepted
+//! connection. Both let go when dropped.
 
 use std::{fmt, net::SocketAddr};
 

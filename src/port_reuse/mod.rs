@@ -1,5 +1,6 @@
-//! The shared port-reuse table: which listening addresses a dial may leave from, which outbound
-//! connections already hold a (local, remote) pair, and the deterministic choice between them.
+//! The shared port-reuse table: which listening addresses a dial may leave from, which
+//! connections on them (outbound, or accepted by their listeners) already hold a (local, remote)
+//! pair, and the deterministic choice between them.
 //!
 //! Pure bookkeeping: no sockets. The one system call a choice may need (the route lookup) is
 //! passed in by the caller and made without holding the lock. The table also counts the closing
@@ -8,12 +9,15 @@
 //!
 //! - this file: [`PortReuse`], the handle shared by the transport, its listeners and dials;
 //! - `table`: the data and the choice of a source;
-//! - `guards`: the [`Registration`] of a listener and the [`Lease`] of a pair, released on drop.
+//! - `guards`: the [`Registration`] of a listener and the [`Lease`] of a pair, released on drop;
+//! - `tests`, `tests_accepted`: unit tests, the latter for the pairs of accepted connections.
 
 mod guards;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_accepted;
 
 use std::{
     fmt, io,
@@ -80,9 +84,21 @@ impl PortReuse {
             .count()
     }
 
-    /// How many dropped outbound connections from a listening port still wait for the remote to
-    /// close its side before their (local, remote) pair can be used again: those whose socket is
-    /// kept open ([`Self::closing_sockets`]) and those closed at once because the bound
+    /// How many open connections the listeners registered for port reuse accepted. Each holds
+    /// its (local, remote) pair as an outbound connection does: a dial from that listening
+    /// address to that remote, which the kernel would refuse, passes over it.
+    pub fn accepted_connections(&self) -> usize {
+        self.lock()
+            .pairs
+            .values()
+            .filter(|p| matches!(p, Pair::Accepted(_)))
+            .count()
+    }
+
+    /// How many dropped connections on a listening port, outbound from it or accepted by its
+    /// listener, still wait for the remote to close its side before their (local, remote) pair
+    /// can be used again: those whose socket is kept open ([`Self::closing_sockets`]) and those
+    /// closed at once because the bound
     /// ([`Config::max_closing_sockets`](crate::Config::max_closing_sockets)) was reached or the
     /// remote did not close within 10 s. The latter are passed over for as long as the kernel
     /// may keep them (`tcp_fin_timeout`, 60 s by default, and a second).
@@ -143,18 +159,41 @@ impl PortReuse {
         let mut table = self.lock();
         table.expire();
         let local = table.select(remote, source)?;
+        Ok(self.lease(table, local, remote, Pair::Open))
+    }
+
+    /// Marks the pair of a connection the listener on `local` accepted from `remote` open until
+    /// the returned lease is dropped, so that no dial from `local` tries it. `local` is the
+    /// accepted socket's own address (a concrete IP, also for a wildcard listener). An entry
+    /// left for the pair (an orphan the kernel has let go of, since it accepted the pair again)
+    /// is replaced.
+    pub(crate) fn accepted(&self, local: SocketAddr, remote: SocketAddr) -> Lease {
+        // Dials look pairs up by IP and port alone; an IPv6 scope or flow label must not hide
+        // the pair from them.
+        let plain = |addr: SocketAddr| SocketAddr::new(addr.ip(), addr.port());
+        self.lease(self.lock(), plain(local), plain(remote), Pair::Accepted)
+    }
+
+    /// Records (local, remote) as `pair` under a new lease number and hands out its lease.
+    fn lease(
+        &self,
+        mut table: MutexGuard<'_, Table>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        pair: fn(u64) -> Pair,
+    ) -> Lease {
         let id = table.next_lease;
         table.next_lease += 1;
-        table.pairs.insert((local, remote), Pair::Open(id));
+        table.pairs.insert((local, remote), pair(id));
         drop(table);
-        Ok(Lease {
+        Lease {
             table: self.clone(),
             id,
             local,
             remote,
             held: false,
             orphaned: false,
-        })
+        }
     }
 
     /// The IP a dial to `remote` leaves from when a wildcard listener serves it: the loopback IP
@@ -194,6 +233,7 @@ impl fmt::Debug for PortReuse {
             .field("enabled", &self.enabled)
             .field("listen_addrs", &self.listen_addrs())
             .field("live_connections", &self.live_connections())
+            .field("accepted_connections", &self.accepted_connections())
             .finish()
     }
 }

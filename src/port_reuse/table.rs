@@ -1,6 +1,7 @@
 //! The table behind [`PortReuse`](super::PortReuse): registered listening addresses indexed by IP
-//! and by registration order, the (local, remote) pairs our outbound connections hold, and the
-//! deterministic choice of a source between them. Plain data; the handle locks it.
+//! and by registration order, the (local, remote) pairs our connections on listening ports hold
+//! (outbound and accepted), and the deterministic choice of a source between them. Plain data;
+//! the handle locks it.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -21,8 +22,8 @@ pub(super) struct Table {
     loopback: [BTreeMap<u64, SocketAddr>; 2],
     /// How many distinct addresses of each family are registered.
     per_family: [usize; 2],
-    /// (local, remote) of the outbound connections that left from a listening port and still
-    /// hold the pair.
+    /// (local, remote) of the connections that hold a pair on a listening address: outbound ones
+    /// that left from it, and ones its listener accepted.
     pub(super) pairs: HashMap<(SocketAddr, SocketAddr), Pair>,
     /// The orphaned pairs in the order they were orphaned, with when they expire and the lease
     /// that orphaned them: [`Self::expire`] removes them from `pairs` once due.
@@ -66,11 +67,15 @@ pub(super) struct Registered {
     pub(super) seq: u64,
 }
 
-/// The state of a (local, remote) pair held by an outbound connection, with the number of the
-/// lease that holds it.
+/// The state of a (local, remote) pair held by a connection on a listening address, with the
+/// number of the lease that holds it.
 pub(super) enum Pair {
-    /// The connection is open.
+    /// The outbound connection is open.
     Open(u64),
+    /// The connection, accepted by the listener on `local` from `remote`, is open. The kernel
+    /// refuses a dial from `local` to `remote` as for an outbound one: the 4-tuple is the same.
+    /// Once dropped, the pair closes as an outbound one does.
+    Accepted(u64),
     /// The connection was dropped before the remote closed its side: our FIN is sent, the
     /// remote's is awaited. Until it comes the kernel refuses the pair (`EADDRNOTAVAIL`), or worse
     /// takes it over and resets the remote's old connection, so dials pass over it. Once the
@@ -92,14 +97,17 @@ pub(super) type RemoteClosed = Arc<dyn Fn() -> bool + Send + Sync>;
 impl Pair {
     pub(super) fn lease(&self) -> u64 {
         match self {
-            Self::Open(lease) | Self::Closing(lease, _) | Self::Orphaned(lease, _) => *lease,
+            Self::Open(lease)
+            | Self::Accepted(lease)
+            | Self::Closing(lease, _)
+            | Self::Orphaned(lease, _) => *lease,
         }
     }
 
     /// Whether a dial may take this pair now.
     fn is_free(&self) -> bool {
         match self {
-            Self::Open(_) => false,
+            Self::Open(_) | Self::Accepted(_) => false,
             Self::Closing(_, remote_closed) => remote_closed(),
             Self::Orphaned(_, until) => Instant::now() >= *until,
         }
@@ -189,8 +197,8 @@ impl Table {
     /// - otherwise: listeners bound to exactly `source`, then wildcard listeners.
     ///
     /// A candidate is skipped, without a system call, when one of our connections holds its
-    /// pair with `remote` (open, or closing and the remote has not closed yet: see
-    /// [`Pair::Closing`] and [`Pair::Orphaned`]) or when it is `remote` itself (a TCP
+    /// pair with `remote` (open, outbound or accepted, or closing and the remote has not closed
+    /// yet: see [`Pair::Closing`] and [`Pair::Orphaned`]) or when it is `remote` itself (a TCP
     /// self-connection).
     pub(super) fn select(
         &self,

@@ -161,8 +161,10 @@ impl SharedListeners {
     }
 
     fn side(&self, kind: Kind) -> SharedTransport {
-        let metrics = self.lock_transport().metrics().clone();
-        SharedTransport::new(kind, self.clone(), metrics)
+        let transport = self.lock_transport();
+        let (metrics, pairs) = (transport.metrics().clone(), transport.pairs());
+        drop(transport);
+        SharedTransport::new(kind, self.clone(), metrics, pairs)
     }
 
     /// The share of `kind` for listener `id` in the socket for `addr`, joined or newly bound,

@@ -14,7 +14,7 @@ use libp2p_core::{
 use super::{SharedListeners, classify::Kind, port::Share};
 use crate::{
     TcpStream,
-    listener::{Event, Listener, Listeners},
+    listener::{Event, Listener, Listeners, Pairs},
     metrics::Metrics,
     multiaddr,
 };
@@ -39,15 +39,23 @@ pub struct SharedTransport {
     kind: Kind,
     shared: SharedListeners,
     metrics: Metrics,
+    /// Where the connections this side's listeners accept hold their pairs: the set's table.
+    pairs: Option<Pairs>,
     listeners: Listeners<Share>,
 }
 
 impl SharedTransport {
-    pub(crate) fn new(kind: Kind, shared: SharedListeners, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        kind: Kind,
+        shared: SharedListeners,
+        metrics: Metrics,
+        pairs: Option<Pairs>,
+    ) -> Self {
         Self {
             kind,
             shared,
             metrics,
+            pairs,
             listeners: Listeners::new(),
         }
     }
@@ -81,7 +89,7 @@ impl libp2p_core::Transport for SharedTransport {
             .join(self.kind, id, socket_addr)
             .and_then(|(share, bound)| {
                 tracing::debug!(listener = %id, addr = %bound, kind = self.kind.name(), "listening on a shared socket");
-                Listener::new(id, share, bound)
+                Listener::new(id, share, bound, self.pairs.clone())
             })
             .map_err(|e| {
                 TransportError::Other(io::Error::new(
