@@ -43,15 +43,17 @@ async fn settled(table: &PortReuse, listeners: usize, fds: usize) {
         let state = (
             table.listen_addrs().len(),
             table.live_connections(),
+            table.accepted_connections(),
             table.closing_connections(),
             open_fds(),
         );
-        if state == (listeners, 0, 0, fds) {
+        if state == (listeners, 0, 0, 0, fds) {
             return;
         }
         assert!(
             started.elapsed() < TIMEOUT,
-            "(listeners, live, closing, fds) = {state:?}, expected ({listeners}, 0, 0, {fds})"
+            "(listeners, live, accepted, closing, fds) = {state:?}, expected ({listeners}, 0, \
+             0, 0, {fds})"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -66,9 +68,17 @@ fn ten_thousand_dial_close_cycles_leave_nothing_behind() {
         let (_, _) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
         let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
         let table = a.port_reuse();
+        let b_table = b.port_reuse();
         // One clean cycle first, so that everything created once is there before counting.
         let (dialed, accepted, _) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
         close_remote_first(dialed, accepted).await;
+        // B dropped its end first: its socket is held until A's FIN arrives.
+        within("b's closing pair released", async {
+            while b_table.closing_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
         let fds = open_fds();
         let cycles = 10_000;
         let mut reused = 0;
@@ -89,9 +99,11 @@ fn ten_thousand_dial_close_cycles_leave_nothing_behind() {
             }
         }
         settled(&table, 1, fds).await;
+        settled(&b_table, 1, fds).await;
         println!(
             "resources: {cycles} dial/close cycles ({reused} from the listening port): \
-             descriptors {fds} before, {} after; table: 1 listener, 0 open, 0 closing",
+             descriptors {fds} before, {} after; both tables: 1 listener, 0 open, 0 accepted, 0 \
+             closing",
             open_fds()
         );
     });
@@ -317,8 +329,9 @@ fn parallel_dials_and_listener_churn_on_a_multi_thread_runtime() {
         while (
             table.listen_addrs().len(),
             table.live_connections(),
+            table.accepted_connections(),
             table.closing_connections(),
-        ) != (0, 0, 0)
+        ) != (0, 0, 0, 0)
         {
             assert!(Instant::now() < deadline, "stale entries: {table:?}");
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,0 +1,169 @@
+//! Accepted connections in the port-reuse table: when B dialed A between their listening ports,
+//! A's dial back to B from that port would be the same 4-tuple, which the kernel refuses. A's
+//! table knows the pair from the accepted connection, so the dial passes over it without a
+//! system call (`Fallback::Busy`, or the next listening address), never `Fallback::Refused`;
+//! dropped before B closed, the pair is passed over until B's FIN, then free again. For plain
+//! listeners (specific and wildcard, IPv4 and IPv6) and for both sides of a shared listener set.
+
+mod util;
+
+use std::time::Duration;
+
+use libp2p_core::{Transport as _, transport::PortUse};
+use libp2p_reuseport::{Config, Fallback, PortOrigin, PortReuse};
+use util::{shared::*, *};
+
+const BUSY: PortOrigin = PortOrigin::Ephemeral(Fallback::Busy);
+
+/// Waits until `table` holds no closing pair.
+async fn no_closing_pairs(table: &PortReuse) {
+    within("closing pairs released", async {
+        while table.closing_connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dial_back_passes_over_the_pair_of_an_accepted_connection() {
+    let cases = [
+        ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0"),
+        ("/ip6/::1/tcp/0", "/ip6/::1/tcp/0"),
+        // A wildcard listener: the accepted connection's pair is on the IP it arrived at.
+        ("/ip4/0.0.0.0/tcp/0", "/ip4/127.0.0.1/tcp/0"),
+    ];
+    for (a_listen, b_listen) in cases {
+        let (mut a, mut b) = (transport(), transport());
+        let table = a.port_reuse();
+        let (_, a_addr) = listen(&mut a, a_listen).await;
+        let (_, b_addr) = listen(&mut b, b_listen).await;
+
+        // B dials A from its listening port.
+        let (b_dialed, a_accepted, send_back) =
+            connect(&mut b, &mut a, a_addr, PortUse::Reuse).await;
+        assert_eq!(b_dialed.port_origin(), PortOrigin::Reused, "{a_listen}");
+        assert_eq!(send_back, b_addr, "{a_listen}");
+
+        // A dials B back: its listening port's pair with B is the accepted connection's.
+        let (a_dialed, _b_accepted, _) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
+        assert_eq!(a_dialed.port_origin(), BUSY, "{a_listen}: open");
+        drop(a_dialed);
+        assert_eq!(
+            (table.accepted_connections(), table.live_connections()),
+            (1, 0),
+            "{a_listen}"
+        );
+
+        // A drops its end first: the pair is passed over until B closes.
+        drop(a_accepted);
+        assert_eq!(
+            (table.accepted_connections(), table.closing_connections()),
+            (0, 1),
+            "{a_listen}"
+        );
+        let (a_dialed, _b_accepted, _) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
+        assert_eq!(a_dialed.port_origin(), BUSY, "{a_listen}: closing");
+        drop(a_dialed);
+
+        // B closes: the pair is free, and A's dial leaves from its listening port.
+        drop(b_dialed);
+        no_closing_pairs(&table).await;
+        let (a_dialed, _b_accepted, _) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
+        assert_eq!(
+            a_dialed.port_origin(),
+            PortOrigin::Reused,
+            "{a_listen}: free"
+        );
+        assert_eq!(a_dialed.local_addr().unwrap().port(), a_addr.port());
+        println!(
+            "{a_listen}: dials back from {a_addr} to {b_addr} passed over while B's connection \
+             was open and closing (Busy), reused once B closed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dial_back_takes_the_next_listening_address() {
+    let (mut a, mut b) = (transport(), transport());
+    let (_, first) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
+    let (_, second) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
+    let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
+    let (_b_dialed, _a_accepted, _) = connect(&mut b, &mut a, first, PortUse::Reuse).await;
+    let (a_dialed, _b_accepted, send_back) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
+    assert_eq!(a_dialed.port_origin(), PortOrigin::Reused);
+    assert_eq!(
+        send_back, second,
+        "the first listening address's pair with B is taken"
+    );
+}
+
+#[tokio::test]
+async fn closed_by_the_remote_first_an_accepted_pair_is_free_at_once() {
+    let (mut a, mut b) = (transport(), transport());
+    let table = a.port_reuse();
+    let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
+    let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
+    let (b_dialed, a_accepted, _) = connect(&mut b, &mut a, a_addr, PortUse::Reuse).await;
+    // B closes, A reads the end of stream and drops: nothing to hold.
+    close_remote_first(a_accepted, b_dialed).await;
+    assert_eq!(
+        (
+            table.accepted_connections(),
+            table.closing_connections(),
+            table.closing_sockets()
+        ),
+        (0, 0, 0)
+    );
+    let (a_dialed, _b_accepted, _) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
+    assert_eq!(a_dialed.port_origin(), PortOrigin::Reused);
+}
+
+#[tokio::test]
+async fn without_port_reuse_accepted_pairs_are_not_kept() {
+    let mut a = libp2p_reuseport::Transport::new(Config::new().port_reuse(false));
+    let mut b = transport();
+    let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
+    let (_, _b_accepted, _) = connect(&mut b, &mut a, a_addr, PortUse::Reuse).await;
+    assert_eq!(a.port_reuse().accepted_connections(), 0);
+}
+
+#[tokio::test]
+async fn both_sides_of_a_shared_set_pass_over_an_accepted_pair() {
+    let (shared, mut tcp, mut ws) = set(Config::new());
+    let table = shared.port_reuse();
+    let (_, a_addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
+    listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
+    let mut b = transport();
+    let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
+
+    // B dials the shared port from its listening port and speaks multistream-select first: the
+    // TCP side gets the connection.
+    let mut b_dialed = dial(&mut b, a_addr, PortUse::Reuse).await.unwrap();
+    assert_eq!(b_dialed.port_origin(), PortOrigin::Reused);
+    futures::AsyncWriteExt::write_all(&mut b_dialed, MULTISTREAM)
+        .await
+        .unwrap();
+    let (_, a_accepted, local, send_back) = incoming(&mut tcp).await;
+    assert_eq!((local, send_back), (a_addr, b_addr));
+
+    // Either side dialing B back passes over the pair.
+    for side in [&mut ws, &mut tcp] {
+        let dial = side
+            .dial(to_multiaddr(b_addr), opts(PortUse::Reuse))
+            .unwrap();
+        let (dialed, _) = tokio::join!(within("dial back", dial), accept(&mut b));
+        assert_eq!(dialed.unwrap().port_origin(), BUSY);
+    }
+    assert_eq!(table.accepted_connections(), 1);
+
+    // Dropped before B closed: passed over until B closes, then free.
+    drop(a_accepted);
+    assert_eq!(table.closing_connections(), 1);
+    drop(b_dialed);
+    no_closing_pairs(&table).await;
+    let dial = ws.dial(to_multiaddr(b_addr), opts(PortUse::Reuse)).unwrap();
+    let (dialed, (_, _, send_back)) = tokio::join!(within("dial back", dial), accept(&mut b));
+    assert_eq!(dialed.unwrap().port_origin(), PortOrigin::Reused);
+    assert_eq!(send_back, a_addr);
+}
