@@ -30,6 +30,7 @@ pub struct Config {
     pub(crate) backlog: u32,
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
+    pub(crate) refused_retry_window: Duration,
 }
 
 impl Config {
@@ -44,6 +45,8 @@ impl Config {
     /// - port reuse: on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when
     ///   the [`Transport`](crate::Transport) is created.
     /// - sharing a listening port with sockets outside this transport: refused.
+    /// - a dial from a listening port that the remote side refuses keeps trying for 250 ms (see
+    ///   [`Config::refused_retry_window`]).
     pub fn new() -> Self {
         Self {
             nodelay: true,
@@ -53,6 +56,7 @@ impl Config {
             backlog: 1024,
             port_reuse: true,
             foreign_port_sharing: false,
+            refused_retry_window: Duration::from_millis(250),
         }
     }
 
@@ -118,6 +122,26 @@ impl Config {
     }
 }
 
+impl Config {
+    /// How long a dial that left from a listening port keeps trying again from the same port when
+    /// the remote side refuses it (a RST: `ECONNREFUSED`). Default: 250 ms. `Duration::ZERO`
+    /// returns the refusal at once.
+    ///
+    /// In a hole punch (DCUtR) both peers dial each other at about the same time, each from its
+    /// listening port. A SYN that reaches the other side's NAT before that NAT has seen its own
+    /// host's SYN finds no mapping, and many home routers answer it with a RST. A moment later
+    /// the mapping exists and a new SYN from the same port passes: so the dial sends its next
+    /// SYN as soon as the RST arrives (which also reopens the mapping in our own NAT, which the
+    /// RST closed, for the remote's SYN), 16 SYNs at most, until the window has passed.
+    /// Only dials from a listening port to a non-loopback address are retried (on loopback
+    /// there is no NAT); a dial that still meets a RST then fails with `ConnectionRefused`.
+    /// A dial to a port where nothing listens therefore fails up to this much later.
+    pub fn refused_retry_window(mut self, value: Duration) -> Self {
+        self.refused_retry_window = value;
+        self
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self::new()
@@ -145,6 +169,7 @@ mod tests {
         assert_eq!(config.backlog, 1024);
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
+        assert_eq!(config.refused_retry_window, Duration::from_millis(250));
     }
 
     #[test]
