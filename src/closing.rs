@@ -1,7 +1,10 @@
 //! Connections dropped before their remote closed: kept open, one task per transport, until the
 //! remote's FIN arrives or [`CLOSING_LIMIT`] passes, so that their (local, remote) pair is not
 //! dialed again too early. Each socket is held with the [`Lease`] of its pair, released when the
-//! socket closes.
+//! socket closes after the remote's FIN, orphaned (passed over for the kernel's orphan lifetime)
+//! when it closes without it. At most the table's bound of sockets is held: past it a dropped
+//! connection is closed at once and its pair orphaned, so that peers that never close cannot
+//! take the process's descriptors.
 //!
 //! One task and one timer serve every closing connection of a transport: a timer per connection
 //! would cost a wake-up of the runtime's driver (a system call) whenever no other timer is armed.
@@ -9,6 +12,7 @@
 use std::{
     collections::VecDeque,
     fmt, io,
+    net::Shutdown,
     sync::{Arc, Mutex, OnceLock, PoisonError},
     task::{Context, Poll},
     time::Duration,
@@ -25,37 +29,96 @@ use tokio::{io::Interest, net::TcpStream, time::Instant};
 use crate::port_reuse::Lease;
 
 /// How long a dropped connection waits for the remote to close its side before it is closed
-/// anyway and its pair given up to the kernel's own timers.
+/// anyway and its pair orphaned.
 pub(crate) const CLOSING_LIMIT: Duration = Duration::from_secs(10);
 
-/// A socket whose remote has not closed yet, and the pair it holds.
-type Closing = (Arc<TcpStream>, Lease);
+/// A socket whose remote has not closed yet, and the pair it holds. Dropped without
+/// [`Held::release`] (given up at its deadline, or its task or runtime gone), it closes the
+/// socket and orphans the pair.
+struct Held {
+    io: Option<Arc<TcpStream>>,
+    lease: Option<Lease>,
+}
+
+impl Held {
+    fn io(&self) -> &TcpStream {
+        self.io
+            .as_deref()
+            .expect("the socket is present until release or drop")
+    }
+
+    /// The remote closed: close the socket, then free the pair.
+    fn release(mut self) {
+        drop(self.io.take());
+        drop(self.lease.take());
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Close the socket first: the lease counts it as held until it is orphaned.
+        drop(self.io.take());
+        if let Some(lease) = self.lease.take() {
+            lease.orphan();
+        }
+    }
+}
 
 /// The handle on a transport's closing task; starts the task on first use. The task ends once
 /// every handle is gone and nothing is left to hold.
 #[derive(Default)]
 pub(crate) struct Reaper {
-    sender: Mutex<Option<mpsc::UnboundedSender<Closing>>>,
+    sender: Mutex<Option<mpsc::UnboundedSender<Held>>>,
 }
 
 impl Reaper {
-    /// Keeps `io` open until its remote closes, then closes it and drops `lease`. Outside a
-    /// tokio runtime, or if the runtime is shutting down, `io` closes now.
-    pub(crate) fn hold(&self, io: Arc<TcpStream>, lease: Lease) {
+    /// `io` was dropped by its user before its remote closed its side. Sends our FIN (as
+    /// closing would) and keeps `io` open until the remote's FIN, then closes it and drops
+    /// `lease`. If the table's bound on held sockets is reached, closes `io` now and orphans the
+    /// pair instead; so does a socket that cannot be kept (outside a tokio runtime, or while the
+    /// runtime shuts down).
+    pub(crate) fn hold(&self, io: TcpStream, mut lease: Lease) {
+        if socket2::SockRef::from(&io)
+            .shutdown(Shutdown::Write)
+            .is_err()
+        {
+            // The connection is broken (reset): nothing to wait for, the pair is free.
+            return;
+        }
+        let io = Arc::new(io);
+        let probe = Arc::downgrade(&io);
+        // Once the socket is gone the pair is either released or orphaned, and until that is
+        // recorded it stays taken.
+        if !lease.closing(Arc::new(move || {
+            probe.upgrade().is_some_and(|io| remote_closed(&io))
+        })) {
+            tracing::trace!(
+                ?lease,
+                "bound on held closing sockets reached: closed at once"
+            );
+            drop(io);
+            lease.orphan();
+            return;
+        }
+        let held = Held {
+            io: Some(io),
+            lease: Some(lease),
+        };
         let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        let closing = match sender.as_ref() {
-            Some(tx) => match tx.unbounded_send((io, lease)) {
+        let held = match sender.as_ref() {
+            Some(tx) => match tx.unbounded_send(held) {
                 Ok(()) => return,
                 Err(e) => e.into_inner(),
             },
-            None => (io, lease),
+            None => held,
         };
-        // No task yet, or its runtime is gone: start one on the current runtime.
+        // No task yet, or its runtime is gone: start one on the current runtime. Without one,
+        // `held` drops here: closed, and the pair orphaned.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let (tx, rx) = mpsc::unbounded();
-        if tx.unbounded_send(closing).is_ok() {
+        if tx.unbounded_send(held).is_ok() {
             runtime.spawn(run(rx));
             *sender = Some(tx);
         }
@@ -114,9 +177,9 @@ fn deadline() -> Instant {
 }
 
 /// The task: drains every socket it is handed, closes each when its remote has closed, and
-/// gives up on those still open at their deadline. Ends when every [`Reaper`] handle is gone and
-/// nothing is left to drain.
-async fn run(mut arrivals: mpsc::UnboundedReceiver<Closing>) {
+/// gives up on those still open at their deadline (closing them and orphaning their pairs).
+/// Ends when every [`Reaper`] handle is gone and nothing is left to drain.
+async fn run(mut arrivals: mpsc::UnboundedReceiver<Held>) {
     let mut draining = FuturesUnordered::new();
     let mut deadlines: VecDeque<(Instant, AbortHandle)> = VecDeque::new();
     let mut timer = Box::pin(tokio::time::sleep(CLOSING_LIMIT));
@@ -124,14 +187,12 @@ async fn run(mut arrivals: mpsc::UnboundedReceiver<Closing>) {
     futures::future::poll_fn(|cx: &mut Context<'_>| {
         while !handles_gone {
             match arrivals.poll_next_unpin(cx) {
-                Poll::Ready(Some((io, lease))) => {
+                Poll::Ready(Some(held)) => {
                     let (abort, registration) = AbortHandle::new_pair();
                     draining.push(Abortable::new(
                         async move {
-                            drain(&io).await;
-                            // Close the socket, then release the pair.
-                            drop(io);
-                            drop(lease);
+                            drain(held.io()).await;
+                            held.release();
                         },
                         registration,
                     ));
@@ -156,7 +217,7 @@ async fn run(mut arrivals: mpsc::UnboundedReceiver<Closing>) {
                 timer.as_mut().reset(*due);
             }
         }
-        // Aborted drains finish on this poll: their sockets close and their pairs are freed.
+        // Aborted drains finish on this poll: their sockets close and their pairs are orphaned.
         while let Poll::Ready(Some(result)) = draining.poll_next_unpin(cx) {
             if result.is_err() {
                 tracing::debug!("remote did not close within {CLOSING_LIMIT:?}; closed anyway");

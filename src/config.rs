@@ -31,6 +31,10 @@ pub struct Config {
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
     pub(crate) refused_retry_window: Duration,
+    pub(crate) first_bytes_timeout: Duration,
+    pub(crate) first_bytes_concurrency: usize,
+    /// `None`: derived from the descriptor limit when the transport is created.
+    pub(crate) max_closing_sockets: Option<usize>,
 }
 
 impl Config {
@@ -47,6 +51,12 @@ impl Config {
     /// - sharing a listening port with sockets outside this transport: refused.
     /// - a dial from a listening port that the remote side refuses keeps trying for 250 ms (see
     ///   [`Config::refused_retry_window`]).
+    /// - for a [`SharedListeners`](crate::SharedListeners) socket: 5 s for an accepted
+    ///   connection's first bytes, at most 64 connections waiting for them at once.
+    /// - closing connections kept open until their remote closes: at most an eighth of the soft
+    ///   descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is
+    ///   created, and at most 8,192; 128 where there is no such limit (Windows). See
+    ///   [`Config::max_closing_sockets`].
     pub fn new() -> Self {
         Self {
             nodelay: true,
@@ -57,6 +67,9 @@ impl Config {
             port_reuse: true,
             foreign_port_sharing: false,
             refused_retry_window: Duration::from_millis(250),
+            first_bytes_timeout: Duration::from_secs(5),
+            first_bytes_concurrency: 64,
+            max_closing_sockets: None,
         }
     }
 
@@ -120,6 +133,48 @@ impl Config {
         self.foreign_port_sharing = value;
         self
     }
+
+    /// At most how many dropped connections are kept open until their remote closes. Default:
+    /// an eighth of the soft descriptor limit (`RLIMIT_NOFILE`, read with `getrlimit` when the
+    /// [`Transport`](crate::Transport) is created), at most 8,192; 128 on platforms without
+    /// such a limit (Windows).
+    ///
+    /// A connection that left from a listening port and is dropped before its remote closed its
+    /// side is kept open, at most 10 s, until the remote's FIN arrives: only then may its
+    /// (local, remote) pair be dialed again (see [`TcpStream`](crate::TcpStream)). Each one
+    /// holds a descriptor. Past this bound a dropped connection is closed at once: the kernel
+    /// keeps it as an orphan, which holds no descriptor, and the pair is passed over (no system
+    /// call) for as long as the kernel may keep that orphan, `tcp_fin_timeout` (Linux, read
+    /// from `/proc/sys/net/ipv4/tcp_fin_timeout`; 60 s elsewhere) and a second, since without
+    /// the socket the remote's FIN cannot be seen. So peers that never close can take at most
+    /// this many descriptors; the cost past the bound is that their pairs stay unused longer.
+    /// `0` keeps none open. [`PortReuse::closing_sockets`](crate::PortReuse::closing_sockets)
+    /// tells how many are kept now.
+    pub fn max_closing_sockets(mut self, value: usize) -> Self {
+        self.max_closing_sockets = Some(value);
+        self
+    }
+}
+
+impl Config {
+    /// How long a connection accepted on a [`SharedListeners`](crate::SharedListeners) socket
+    /// may take to send the bytes that tell which side it is for; it is closed (and counted in
+    /// [`SharedStats::timed_out`](crate::SharedStats::timed_out)) when they have not arrived by
+    /// then. Default: 5 s, as go-libp2p. Only shared listeners wait for first bytes.
+    pub fn first_bytes_timeout(mut self, value: Duration) -> Self {
+        self.first_bytes_timeout = value;
+        self
+    }
+
+    /// How many accepted connections of one [`SharedListeners`](crate::SharedListeners) socket
+    /// may wait for their first bytes at once. While that many wait, the socket accepts no more
+    /// (new connections wait in the kernel's listen backlog), so silent clients can delay
+    /// others by at most [`Config::first_bytes_timeout`] but never hold more than this many
+    /// descriptors. Default: 64, as go-libp2p. A value of 0 counts as 1.
+    pub fn first_bytes_concurrency(mut self, value: usize) -> Self {
+        self.first_bytes_concurrency = value.max(1);
+        self
+    }
 }
 
 impl Config {
@@ -170,6 +225,9 @@ mod tests {
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
         assert_eq!(config.refused_retry_window, Duration::from_millis(250));
+        assert_eq!(config.first_bytes_timeout, Duration::from_secs(5));
+        assert_eq!(config.first_bytes_concurrency, 64);
+        assert_eq!(config.max_closing_sockets, None);
     }
 
     #[test]
@@ -180,13 +238,25 @@ mod tests {
             .linger(Some(Duration::ZERO))
             .keepalive(Some(Duration::from_secs(9)))
             .listen_backlog(5)
-            .port_reuse(false);
+            .port_reuse(false)
+            .first_bytes_timeout(Duration::from_millis(300))
+            .first_bytes_concurrency(3)
+            .max_closing_sockets(3);
         assert!(!config.nodelay);
         assert_eq!(config.ttl, Some(7));
         assert_eq!(config.linger, Some(Duration::ZERO));
         assert_eq!(config.keepalive, Some(Duration::from_secs(9)));
         assert_eq!(config.backlog, 5);
         assert!(!config.port_reuse);
+        assert_eq!(config.first_bytes_timeout, Duration::from_millis(300));
+        assert_eq!(config.first_bytes_concurrency, 3);
+        assert_eq!(
+            Config::new()
+                .first_bytes_concurrency(0)
+                .first_bytes_concurrency,
+            1
+        );
+        assert_eq!(config.max_closing_sockets, Some(3));
     }
 
     #[test]

@@ -46,13 +46,18 @@
 //!
 //! Do not also call `with_tcp` on the builder: libp2p-tcp would be asked first for every TCP
 //! address and this transport would never dial.
+//!
+//! To serve libp2p over plain TCP and over WebSocket (`/ws`, `/tls/ws`) on one listening port,
+//! with libp2p-websocket, use the sides of a [`SharedListeners`] set instead: each accepted
+//! connection goes to the side its first bytes are for.
 
 // docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Modules depend one way: `origin`, then `port_reuse` (bookkeeping, holds no socket), then
 // `closing` (holds sockets with their `port_reuse::Lease`), then `stream`, then `dial` and
-// `listener`, then `transport`, which wires them and owns the closing task.
+// `listener`, then `transport`, which wires them and owns the closing task. `limits` (what the
+// OS allows: the descriptor limit, the kernel's orphan lifetime) is read by `transport` alone.
 
 // The benchmark's hooks exist only with the feature benches/compare turns on: the default public
 // API stays as documented.
@@ -62,12 +67,14 @@ pub mod bench_support;
 mod closing;
 mod config;
 mod dial;
+mod limits;
 mod listener;
 mod metrics;
 mod multiaddr;
 mod origin;
 mod port_reuse;
 mod route;
+mod shared;
 mod socket;
 mod stream;
 mod transport;
@@ -76,6 +83,7 @@ pub use crate::{
     config::{Config, PORT_REUSE_ENV},
     origin::{Fallback, PortOrigin},
     port_reuse::PortReuse,
+    shared::{SharedListeners, SharedStats, SharedTransport},
     stream::TcpStream,
     transport::Transport,
 };

@@ -1,5 +1,10 @@
-//! A listening socket as a [`Stream`] of [`TransportEvent`]s: the listener's addresses (expanded
-//! per interface for a wildcard listener), accepted connections, errors and, last, its closing.
+//! A listener as a [`Stream`] of [`TransportEvent`]s: the listener's addresses (expanded per
+//! interface for a wildcard listener), accepted connections, errors and, last, its closing; and
+//! [`Listeners`], the set a transport polls.
+//!
+//! Where the connections come from is an [`Accept`]: a listening socket of the listener's own
+//! ([`OwnSocket`]), or its share of a socket that several transports listen on
+//! (`crate::shared`).
 
 use std::{
     collections::VecDeque,
@@ -10,11 +15,11 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, StreamExt, future};
+use futures::{Stream, StreamExt, future, stream::SelectAll};
 use if_watch::{IfEvent, tokio::IfWatcher};
 use libp2p_core::transport::{ListenerId, TransportEvent};
 
-use crate::{TcpStream, multiaddr::to_multiaddr, port_reuse::Registration};
+use crate::{TcpStream, metrics::Metrics, multiaddr::to_multiaddr, port_reuse::Registration};
 
 /// What a listener yields.
 pub(crate) type Event = TransportEvent<future::Ready<io::Result<TcpStream>>, io::Error>;
@@ -24,38 +29,114 @@ pub(crate) type Event = TransportEvent<future::Ready<io::Result<TcpStream>>, io:
 const FIRST_PAUSE: Duration = Duration::from_millis(20);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
-/// One listening socket and everything that belongs to it.
-pub(crate) struct Listener {
+/// Where a listener's connections come from.
+pub(crate) trait Accept: Unpin {
+    /// The next accepted connection and its remote address, or an error to report as a
+    /// `ListenerError` (the source decides whether and how long to pause after it).
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(tokio::net::TcpStream, SocketAddr)>>;
+}
+
+/// A listening socket of the listener's own, registered for port reuse while it lives.
+pub(crate) struct OwnSocket {
+    socket: tokio::net::TcpListener,
+    _registration: Option<Registration>,
+    backoff: Backoff,
+}
+
+impl OwnSocket {
+    /// A bound, listening socket; `registration` keeps its address in the port-reuse table.
+    pub(crate) fn new(socket: tokio::net::TcpListener, registration: Option<Registration>) -> Self {
+        Self {
+            socket,
+            _registration: registration,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl Accept for OwnSocket {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(tokio::net::TcpStream, SocketAddr)>> {
+        self.backoff.poll_accept(&self.socket, cx)
+    }
+}
+
+/// Accepting with a pause after each error: accept errors (`EMFILE`, `ENOBUFS`) are not fatal,
+/// and retrying at once would spin.
+pub(crate) struct Backoff {
+    /// No accepting until this fires.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    next_pause: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            pause: None,
+            next_pause: FIRST_PAUSE,
+        }
+    }
+}
+
+impl Backoff {
+    /// Accepts from `socket` unless paused; an error starts a pause.
+    pub(crate) fn poll_accept(
+        &mut self,
+        socket: &tokio::net::TcpListener,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(tokio::net::TcpStream, SocketAddr)>> {
+        if let Some(pause) = self.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.pause = None;
+        }
+        match socket.poll_accept(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(accepted)) => {
+                self.next_pause = FIRST_PAUSE;
+                Poll::Ready(Ok(accepted))
+            }
+            Poll::Ready(Err(e)) => {
+                let pause = self.next_pause;
+                self.next_pause = (pause * 2).min(MAX_PAUSE);
+                self.pause = Some(Box::pin(tokio::time::sleep(pause)));
+                tracing::debug!(addr = ?socket.local_addr().ok(), error = %e, ?pause, "accept failed, pausing accepts");
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+/// One listener and everything that belongs to it.
+pub(crate) struct Listener<A> {
     id: ListenerId,
     /// The bound address: the port is concrete, the IP may be unspecified.
     addr: SocketAddr,
-    /// `None` once closed: the socket, the interface watcher and the port-reuse registration are
-    /// released at once, the stream then yields what is queued and ends.
-    open: Option<Open>,
+    /// `None` once closed: the source of connections (with its socket or its share of one) and
+    /// the interface watcher are released at once, the stream then yields what is queued and
+    /// ends.
+    open: Option<Open<A>>,
     /// Events to yield before anything else. Holds at most the first address and the closing.
     queued: VecDeque<Event>,
     /// The task that last polled, woken when the listener is closed from outside.
     waker: Option<Waker>,
 }
 
-struct Open {
-    socket: tokio::net::TcpListener,
+struct Open<A> {
+    source: A,
     /// Reports the interface addresses of a wildcard listener; `None` for a specific address.
     if_watcher: Option<IfWatcher>,
-    _registration: Option<Registration>,
-    /// After an accept error, no accepting until this fires.
-    pause: Option<Pin<Box<tokio::time::Sleep>>>,
-    next_pause: Duration,
 }
 
-impl Listener {
-    /// Wraps a bound, listening socket. `registration` keeps its address in the port-reuse table.
-    pub(crate) fn new(
-        id: ListenerId,
-        socket: tokio::net::TcpListener,
-        addr: SocketAddr,
-        registration: Option<Registration>,
-    ) -> io::Result<Self> {
+impl<A: Accept> Listener<A> {
+    /// A listener with the id `id` on the bound address `addr`, its connections from `source`.
+    pub(crate) fn new(id: ListenerId, source: A, addr: SocketAddr) -> io::Result<Self> {
         let mut queued = VecDeque::with_capacity(2);
         let if_watcher = if addr.ip().is_unspecified() {
             Some(
@@ -72,13 +153,7 @@ impl Listener {
         Ok(Self {
             id,
             addr,
-            open: Some(Open {
-                socket,
-                if_watcher,
-                _registration: registration,
-                pause: None,
-                next_pause: FIRST_PAUSE,
-            }),
+            open: Some(Open { source, if_watcher }),
             queued,
             waker: None,
         })
@@ -156,27 +231,16 @@ impl Listener {
         let Some(open) = self.open.as_mut() else {
             return Poll::Pending;
         };
-        if let Some(pause) = open.pause.as_mut() {
-            if pause.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            open.pause = None;
-        }
-        let (io, remote) = match open.socket.poll_accept(cx) {
+        let (io, remote) = match open.source.poll_accept(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(accepted)) => accepted,
             Poll::Ready(Err(e)) => {
-                let pause = open.next_pause;
-                open.next_pause = (pause * 2).min(MAX_PAUSE);
-                open.pause = Some(Box::pin(tokio::time::sleep(pause)));
-                tracing::debug!(listener = %self.id, addr = %self.addr, error = %e, ?pause, "accept failed");
                 return Poll::Ready(TransportEvent::ListenerError {
                     listener_id: self.id,
                     error: io::Error::new(e.kind(), format!("accept on {}: {e}", self.addr)),
                 });
             }
         };
-        open.next_pause = FIRST_PAUSE;
         // A wildcard listener's connections arrive on different local IPs.
         let local = if self.addr.ip().is_unspecified() {
             match io.local_addr() {
@@ -207,7 +271,7 @@ impl Listener {
     }
 }
 
-impl Stream for Listener {
+impl<A: Accept> Stream for Listener<A> {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
@@ -229,5 +293,70 @@ impl Stream for Listener {
             _ => this.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+/// The listeners of a transport, polled together. Adding or closing one wakes the task that last
+/// polled them.
+pub(crate) struct Listeners<A> {
+    set: SelectAll<Listener<A>>,
+    waker: Option<Waker>,
+}
+
+impl<A: Accept> Listeners<A> {
+    pub(crate) fn new() -> Self {
+        Self {
+            set: SelectAll::new(),
+            waker: None,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub(crate) fn push(&mut self, listener: Listener<A>) {
+        self.set.push(listener);
+        self.wake();
+    }
+
+    /// Closes the listener `id`; whether it was open.
+    pub(crate) fn close(&mut self, id: ListenerId) -> bool {
+        let closed = self
+            .set
+            .iter_mut()
+            .find(|listener| listener.id() == id)
+            .is_some_and(Listener::close);
+        if closed {
+            self.wake();
+        }
+        closed
+    }
+
+    /// The next event of any listener, counted in `metrics`.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, metrics: &Metrics) -> Poll<Event> {
+        match self.set.poll_next_unpin(cx) {
+            Poll::Ready(Some(event)) => {
+                match &event {
+                    TransportEvent::Incoming { .. } => metrics.accepted(),
+                    TransportEvent::ListenerError { .. } => metrics.listener_error(),
+                    _ => {}
+                }
+                Poll::Ready(event)
+            }
+            Poll::Ready(None) | Poll::Pending => {
+                match &self.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => self.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
     }
 }

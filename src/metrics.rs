@@ -1,6 +1,7 @@
 //! The transport's Prometheus metrics, with the `metrics` feature: dials by where their local
 //! port came from, accepts and listener errors as counters, and the port-reuse table's
-//! registered listening addresses and open and closing pairs as gauges read at each scrape.
+//! registered listening addresses, open and closing pairs and held closing sockets as gauges read
+//! at each scrape.
 //!
 //! [`Metrics`] is the handle the transport and its dials count with. Without the feature it is
 //! empty and its methods do nothing, so the transport's code reads the same either way and,
@@ -188,6 +189,12 @@ mod imp {
                     "Dropped outbound connections from a listening port whose remote has not \
                      closed yet: their (local, remote) pair is passed over.",
                     table.closing_connections(),
+                ),
+                (
+                    "closing_sockets",
+                    "Closing pairs whose socket is kept open until the remote closes, each \
+                     holding a descriptor (at most Config::max_closing_sockets).",
+                    table.closing_sockets(),
                 ),
             ];
             for (name, help, value) in gauges {

@@ -2,7 +2,7 @@
 
 use std::{
     fmt, io,
-    net::{Shutdown, SocketAddr},
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -27,6 +27,11 @@ use crate::{
 /// keeps the socket until the remote's FIN arrives (at most 10 s): only then does the kernel let
 /// the pair be used again without refusing it or resetting the remote's old connection. Until
 /// then dials to that remote use the next candidate or an ephemeral port, at once.
+///
+/// At most [`Config::max_closing_sockets`](crate::Config::max_closing_sockets) sockets are kept
+/// that way. Past that bound, and for a remote that does not close within 10 s, the socket is
+/// closed without waiting and the pair is passed over for as long as the kernel may keep the
+/// connection (`tcp_fin_timeout`, 60 s by default, and a second), holding no descriptor.
 pub struct TcpStream {
     /// `None` only after `drop` handed the socket over to close it.
     io: Option<tokio::net::TcpStream>,
@@ -200,18 +205,6 @@ impl Drop for TcpStream {
         if self.eof || remote_closed(&io) {
             return;
         }
-        // Send the FIN now, as closing would; the socket stays open until the remote's FIN.
-        if socket2::SockRef::from(&io)
-            .shutdown(Shutdown::Write)
-            .is_err()
-        {
-            return;
-        }
-        let io = Arc::new(io);
-        let probe = Arc::downgrade(&io);
-        lease.closing(Arc::new(move || {
-            probe.upgrade().is_none_or(|io| remote_closed(&io))
-        }));
         reaper.hold(io, lease);
     }
 }

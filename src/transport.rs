@@ -6,13 +6,13 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
 };
 
-use futures::{StreamExt, future::BoxFuture, stream::SelectAll};
+use futures::future::BoxFuture;
 use libp2p_core::{
     Multiaddr,
-    transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent},
+    transport::{DialOpts, ListenerId, PortUse, TransportError},
 };
 
 use crate::{
@@ -20,12 +20,24 @@ use crate::{
     closing::Reaper,
     config::{PORT_REUSE_ENV, env_disables_reuse},
     dial::{self, Reuse},
-    listener::{Event, Listener},
+    limits,
+    listener::{Event, Listener, Listeners, OwnSocket},
     metrics::Metrics,
     multiaddr,
-    port_reuse::PortReuse,
+    port_reuse::{PortReuse, Registration},
     socket,
 };
+
+/// A bound, listening socket, its address (the port is concrete, the IP may be unspecified) and
+/// its registration in the port-reuse table.
+pub(crate) struct Bound {
+    pub(crate) socket: tokio::net::TcpListener,
+    pub(crate) addr: SocketAddr,
+    pub(crate) registration: Option<Registration>,
+}
+
+/// What [`Transport::dial`](libp2p_core::Transport::dial) returns.
+pub(crate) type Dial = BoxFuture<'static, io::Result<TcpStream>>;
 
 /// A TCP transport whose dials with `PortUse::Reuse` leave from the node's listening ports.
 ///
@@ -36,9 +48,7 @@ pub struct Transport {
     /// Holds the sockets of closing pairs until their remote closes.
     reaper: Arc<Reaper>,
     metrics: Metrics,
-    listeners: SelectAll<Listener>,
-    /// The task that last polled, woken when a listener is added or removed.
-    waker: Option<Waker>,
+    listeners: Listeners<OwnSocket>,
 }
 
 impl Transport {
@@ -55,13 +65,15 @@ impl Transport {
                 "port reuse is off"
             );
         }
+        let max_closing =
+            (config.max_closing_sockets).unwrap_or_else(limits::default_max_closing_sockets);
         Self {
             config,
-            port_reuse: PortReuse::new(enabled),
+            port_reuse: PortReuse::new(enabled)
+                .with_closing_bound(max_closing, limits::orphan_hold()),
             reaper: Arc::default(),
             metrics: Metrics::new(),
-            listeners: SelectAll::new(),
-            waker: None,
+            listeners: Listeners::new(),
         }
     }
 
@@ -84,6 +96,7 @@ impl Transport {
     /// | `libp2p_reuseport_listen_addresses` | gauge | listening addresses registered for port reuse ([`PortReuse::listen_addrs`]) |
     /// | `libp2p_reuseport_open_pairs` | gauge | open outbound connections from a listening port ([`PortReuse::live_connections`]) |
     /// | `libp2p_reuseport_closing_pairs` | gauge | dropped ones whose remote has not closed yet ([`PortReuse::closing_connections`]) |
+    /// | `libp2p_reuseport_closing_sockets` | gauge | those of them whose socket is kept open until the remote closes ([`PortReuse::closing_sockets`]) |
     ///
     /// The counters count from the transport's creation, registered or not; counting is one
     /// atomic increment. The gauges are read from the port-reuse table when the registry is
@@ -107,7 +120,16 @@ impl Transport {
         self.metrics.register(registry, self.port_reuse.clone());
     }
 
-    fn listen(&mut self, id: ListenerId, addr: SocketAddr) -> io::Result<Listener> {
+    /// The counters this transport, and the sides of a shared listener set built on it, count
+    /// with.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Binds `addr` and listens: the socket options of the config, `SO_REUSEPORT` when port
+    /// reuse is on (after checking that no socket outside the transport holds the port, unless
+    /// foreign sharing is allowed), and the bound address registered for port reuse.
+    pub(crate) fn bind(&self, addr: SocketAddr) -> io::Result<Bound> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(io::Error::other("libp2p-reuseport needs a tokio runtime"));
         }
@@ -133,16 +155,23 @@ impl Transport {
             .local_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::other("bound listener has no IP address"))?;
-        let registration = reuse.then(|| self.port_reuse.register(bound));
         let socket = tokio::net::TcpListener::from_std(socket.into())?;
-        tracing::debug!(listener = %id, addr = %bound, reuse, "listening");
-        Listener::new(id, socket, bound, registration)
+        let registration = reuse.then(|| self.port_reuse.register(bound));
+        Ok(Bound {
+            socket,
+            addr: bound,
+            registration,
+        })
     }
 
-    fn wake(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+    fn listen(&self, id: ListenerId, addr: SocketAddr) -> io::Result<Listener<OwnSocket>> {
+        let bound = self.bind(addr)?;
+        tracing::debug!(listener = %id, addr = %bound.addr, reuse = bound.registration.is_some(), "listening");
+        Listener::new(
+            id,
+            OwnSocket::new(bound.socket, bound.registration),
+            bound.addr,
+        )
     }
 }
 
@@ -166,7 +195,7 @@ impl libp2p_core::Transport for Transport {
     type Output = TcpStream;
     type Error = io::Error;
     type ListenerUpgrade = futures::future::Ready<io::Result<TcpStream>>;
-    type Dial = BoxFuture<'static, io::Result<TcpStream>>;
+    type Dial = Dial;
 
     fn listen_on(
         &mut self,
@@ -183,20 +212,11 @@ impl libp2p_core::Transport for Transport {
             ))
         })?;
         self.listeners.push(listener);
-        self.wake();
         Ok(())
     }
 
     fn remove_listener(&mut self, id: ListenerId) -> bool {
-        let removed = self
-            .listeners
-            .iter_mut()
-            .find(|listener| listener.id() == id)
-            .is_some_and(Listener::close);
-        if removed {
-            self.wake();
-        }
-        removed
+        self.listeners.close(id)
     }
 
     fn dial(
@@ -220,22 +240,7 @@ impl libp2p_core::Transport for Transport {
     }
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event> {
-        match self.listeners.poll_next_unpin(cx) {
-            Poll::Ready(Some(event)) => {
-                match &event {
-                    TransportEvent::Incoming { .. } => self.metrics.accepted(),
-                    TransportEvent::ListenerError { .. } => self.metrics.listener_error(),
-                    _ => {}
-                }
-                Poll::Ready(event)
-            }
-            Poll::Ready(None) | Poll::Pending => {
-                match &self.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => self.waker = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-        }
+        let this = &mut *self;
+        this.listeners.poll(cx, &this.metrics)
     }
 }

@@ -30,6 +30,7 @@ mod with_feature {
     const SERIES: [&str; 13] = [
         r#"accepts_total"#,
         r#"closing_pairs"#,
+        r#"closing_sockets"#,
         r#"dials_total{origin="ephemeral",reason="busy"}"#,
         r#"dials_total{origin="ephemeral",reason="disabled"}"#,
         r#"dials_total{origin="ephemeral",reason="no_listener"}"#,
@@ -151,6 +152,7 @@ mod with_feature {
             now(&[
                 ("listen_addresses", 1),
                 ("closing_pairs", 1),
+                ("closing_sockets", 1),
                 ("accepts_total", 2)
             ])
         );

@@ -114,20 +114,20 @@ pub(crate) fn ma(addr: SocketAddr) -> Multiaddr {
         .with(Protocol::Tcp(addr.port()))
 }
 
-fn reuse() -> DialOpts {
+pub(crate) fn reuse() -> DialOpts {
     DialOpts {
         role: Endpoint::Dialer,
         port_use: PortUse::Reuse,
     }
 }
 
-fn loopback_any_port() -> Multiaddr {
+pub(crate) fn loopback_any_port() -> Multiaddr {
     "/ip4/127.0.0.1/tcp/0".parse().expect("valid")
 }
 
 /// Starts a libp2p-tcp listener on 127.0.0.1 and returns its address. libp2p-tcp registers a
 /// specific address for reuse as it binds and queues the address as its first event.
-fn tcp_listen(tcp: &mut libp2p_tcp::tokio::Transport) -> SocketAddr {
+pub(crate) fn tcp_listen(tcp: &mut libp2p_tcp::tokio::Transport) -> SocketAddr {
     tcp.listen_on(ListenerId::next(), loopback_any_port())
         .expect("listen");
     match futures::executor::block_on(poll_fn(|cx| Pin::new(&mut *tcp).poll(cx))) {

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench compare                  # the full run, about two minutes
 //! cargo bench --bench compare -- --quick       # fewer rounds, for a smoke test
+//! cargo bench --bench compare -- --scale-only  # only the scale rows (module `scale`)
 //! ```
 //!
 //! Prints a table with the ratios (ours / libp2p-tcp, ours / raw, ours / go-libp2p) and writes
@@ -16,14 +17,18 @@
 //!
 //! The modules: `impls` (the implementations under test, one column each), `go` (the Go program
 //! that dials with go-libp2p), `servers` (the raw tokio echo servers they dial), `workloads`
-//! (what each row runs), `samples` (what a row's dials came to), `report` (the table and the
-//! JSON). This file runs the rows in order.
+//! (what each row runs), `shared` (row 10: accepting on a shared listener), `samples` (what a
+//! row's dials came to), `report` (the table and the JSON), `scale` (the rows with 10,000
+//! connections and 1,000 listeners, which run child processes of this binary). This file runs
+//! the rows in order.
 
 mod go;
 mod impls;
 mod report;
 mod samples;
+mod scale;
 mod servers;
+mod shared;
 mod workloads;
 
 use std::time::Duration;
@@ -52,9 +57,16 @@ fn not_measured(say: impl Fn(&str)) {
 }
 
 fn main() {
+    if scale::child_main() {
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let mut report = Report::default();
+    if std::env::args().any(|a| a == "--scale-only") {
+        scale::rows(&mut report, quick);
+        return finish(&report);
+    }
     let rt = current_thread();
     not_measured(|line| eprintln!("{line}"));
 
@@ -224,6 +236,48 @@ fn main() {
         true,
     );
 
+    eprintln!("row 10: accepting on a shared listener (TCP and WebSocket on one socket)");
+    let ([shared, plain, raw], [shared_us, plain_us, raw_us]) =
+        rt.block_on(shared::costs(scale(7, 2), scale(2000, 400)));
+    let row = "10 accept, client sends first bytes, 2 dialing tasks";
+    report.add(
+        row,
+        "conns/s (median), shared listener",
+        only(&[(Impl::Ours, shared), (Impl::Raw, raw)]),
+        true,
+    );
+    report.add(
+        row,
+        "conns/s (median), plain listener",
+        only(&[(Impl::Ours, plain), (Impl::Raw, raw)]),
+        true,
+    );
+    report.add(
+        row,
+        "us per accept, shared minus plain",
+        only(&[(Impl::Ours, 1e6 / shared - 1e6 / plain)]),
+        false,
+    );
+    let row = "10 one at a time, connect until accepted";
+    report.add(
+        row,
+        "p50 us, shared listener",
+        only(&[(Impl::Ours, shared_us), (Impl::Raw, raw_us)]),
+        true,
+    );
+    report.add(
+        row,
+        "p50 us, plain listener",
+        only(&[(Impl::Ours, plain_us), (Impl::Raw, raw_us)]),
+        true,
+    );
+
+    scale::rows(&mut report, quick);
+    finish(&report);
+}
+
+/// Prints the table and writes the JSON.
+fn finish(report: &Report) {
     let table = report.print();
     let machine = machine();
     println!("machine: {machine}\n");

@@ -1,5 +1,6 @@
-//! The node both `demo` and `node` run: this crate's transport with noise and yamux, identify
-//! and ping, and a hook that sees every TCP connection with where its local port came from.
+//! The node `demo`, `node` and `tcp_and_ws` run: noise and yamux over this crate's transport (or
+//! any other), identify and ping, and a hook that sees every TCP connection with where its
+//! local port came from.
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,16 +25,30 @@ pub(crate) fn swarm(
     on_connection: OnConnection,
     setup: impl FnOnce(&Transport),
 ) -> Result<Swarm<Behaviour>, Box<dyn std::error::Error>> {
+    let transport = Transport::new(Config::new());
+    setup(&transport);
+    with_transport(transport.map(move |stream, _| {
+        on_connection(&stream);
+        stream
+    }))
+}
+
+/// A swarm with identify and ping over `transport`, secured with noise and multiplexed with
+/// yamux.
+pub(crate) fn with_transport<T>(
+    transport: T,
+) -> Result<Swarm<Behaviour>, Box<dyn std::error::Error>>
+where
+    T: libp2p::Transport + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send,
+    T::ListenerUpgrade: Send,
+{
     Ok(SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_other_transport(move |key| {
-            let transport = Transport::new(Config::new());
-            setup(&transport);
+        .with_other_transport(|key| {
             Ok(transport
-                .map(move |stream, _| {
-                    on_connection(&stream);
-                    stream
-                })
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise::Config::new(key)?)
                 .multiplex(yamux::Config::default()))

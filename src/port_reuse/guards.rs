@@ -27,12 +27,17 @@ impl fmt::Debug for Registration {
     }
 }
 
-/// Holds a (local, remote) pair; releases it when dropped.
+/// Holds a (local, remote) pair; releases it when dropped, unless [`Lease::orphan`] handed it
+/// to the table.
 pub(crate) struct Lease {
     pub(super) table: PortReuse,
     pub(super) id: u64,
     pub(super) local: SocketAddr,
     pub(super) remote: SocketAddr,
+    /// Whether this lease counts as a held closing socket (see [`Lease::closing`]).
+    pub(super) held: bool,
+    /// Whether [`Lease::orphan`] handed the pair to the table: dropping then leaves it there.
+    pub(super) orphaned: bool,
 }
 
 impl Lease {
@@ -41,26 +46,53 @@ impl Lease {
         self.local
     }
 
-    /// Marks the pair as closing: its connection is gone from the user, the remote has not yet
-    /// closed its side; `remote_closed` tells when it has.
-    pub(crate) fn closing(&self, remote_closed: RemoteClosed) {
+    /// Marks the pair as closing with its socket kept open: its connection is gone from the
+    /// user, the remote has not yet closed its side; `remote_closed` tells when it has. Returns
+    /// false, and changes nothing, if the table's bound on held closing sockets is reached: the
+    /// caller then closes the socket and calls [`Lease::orphan`].
+    ///
+    /// The lease counts as a held socket until it is dropped or orphaned: drop or orphan it only
+    /// after closing the socket, so that the count never falls below the open sockets.
+    pub(crate) fn closing(&mut self, remote_closed: RemoteClosed) -> bool {
         let mut table = self.table.lock();
+        if self.held || table.held >= table.max_held {
+            return self.held;
+        }
+        table.held += 1;
+        self.held = true;
         if let Some(pair) = table.pairs.get_mut(&(self.local, self.remote))
             && pair.lease() == self.id
         {
             *pair = Pair::Closing(self.id, remote_closed);
         }
+        true
+    }
+
+    /// Hands the pair over to the table as orphaned: its socket was closed before the remote
+    /// closed its side, and the pair is passed over for the table's orphan hold, then removed.
+    pub(crate) fn orphan(mut self) {
+        let mut table = self.table.lock();
+        if self.held {
+            table.held -= 1;
+            self.held = false;
+        }
+        table.orphan((self.local, self.remote), self.id);
+        self.orphaned = true;
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut table = self.table.lock();
+        if self.held {
+            table.held -= 1;
+        }
         // A dial may already have taken over the pair of a closing lease.
-        if table
-            .pairs
-            .get(&(self.local, self.remote))
-            .is_some_and(|pair| pair.lease() == self.id)
+        if !self.orphaned
+            && table
+                .pairs
+                .get(&(self.local, self.remote))
+                .is_some_and(|pair| pair.lease() == self.id)
         {
             table.pairs.remove(&(self.local, self.remote));
         }

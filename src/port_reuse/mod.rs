@@ -2,7 +2,9 @@
 //! connections already hold a (local, remote) pair, and the deterministic choice between them.
 //!
 //! Pure bookkeeping: no sockets. The one system call a choice may need (the route lookup) is
-//! passed in by the caller and made without holding the lock.
+//! passed in by the caller and made without holding the lock. The table also counts the closing
+//! connections whose socket is held, up to its bound, and keeps orphaned pairs (closed before
+//! their remote closed) until they expire.
 //!
 //! - this file: [`PortReuse`], the handle shared by the transport, its listeners and dials;
 //! - `table`: the data and the choice of a source;
@@ -17,6 +19,7 @@ use std::{
     fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
 };
 
 use crate::{origin::Fallback, route};
@@ -35,11 +38,23 @@ pub struct PortReuse {
 }
 
 impl PortReuse {
+    /// An empty table; no bound on held closing sockets until [`Self::with_closing_bound`].
     pub(crate) fn new(enabled: bool) -> Self {
         Self {
             enabled,
             table: Arc::default(),
         }
+    }
+
+    /// Lets at most `max_held` closing connections keep their socket open (see
+    /// [`Lease::closing`]), and passes an orphaned pair over for `orphan_hold`.
+    pub(crate) fn with_closing_bound(self, max_held: usize, orphan_hold: Duration) -> Self {
+        {
+            let mut table = self.lock();
+            table.max_held = max_held;
+            table.orphan_hold = orphan_hold;
+        }
+        self
     }
 
     /// Whether dials may reuse listening ports at all (configuration, environment, platform).
@@ -66,13 +81,26 @@ impl PortReuse {
     }
 
     /// How many dropped outbound connections from a listening port still wait for the remote to
-    /// close its side before their (local, remote) pair can be used again.
+    /// close its side before their (local, remote) pair can be used again: those whose socket is
+    /// kept open ([`Self::closing_sockets`]) and those closed at once because the bound
+    /// ([`Config::max_closing_sockets`](crate::Config::max_closing_sockets)) was reached or the
+    /// remote did not close within 10 s. The latter are passed over for as long as the kernel
+    /// may keep them (`tcp_fin_timeout`, 60 s by default, and a second).
     pub fn closing_connections(&self) -> usize {
-        self.lock()
+        let mut table = self.lock();
+        table.expire();
+        table
             .pairs
             .values()
-            .filter(|p| matches!(p, Pair::Closing(..)))
+            .filter(|p| matches!(p, Pair::Closing(..) | Pair::Orphaned(..)))
             .count()
+    }
+
+    /// How many dropped connections are kept open until their remote closes, each holding a
+    /// descriptor: never more than
+    /// [`Config::max_closing_sockets`](crate::Config::max_closing_sockets).
+    pub fn closing_sockets(&self) -> usize {
+        self.lock().held
     }
 
     /// The local address a dial to `remote` with `PortUse::Reuse` would bind now, or why it would
@@ -113,6 +141,7 @@ impl PortReuse {
     /// and marks the pair open until the returned lease is dropped.
     pub(crate) fn reserve(&self, remote: SocketAddr, source: IpAddr) -> Result<Lease, Fallback> {
         let mut table = self.lock();
+        table.expire();
         let local = table.select(remote, source)?;
         let id = table.next_lease;
         table.next_lease += 1;
@@ -123,6 +152,8 @@ impl PortReuse {
             id,
             local,
             remote,
+            held: false,
+            orphaned: false,
         })
     }
 

@@ -3,14 +3,14 @@
 //! deterministic choice of a source between them. Plain data; the handle locks it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use crate::origin::Fallback;
 
-#[derive(Default)]
 pub(super) struct Table {
     /// Registered listening addresses with their reference count and registration number.
     pub(super) listeners: HashMap<SocketAddr, Registered>,
@@ -24,10 +24,40 @@ pub(super) struct Table {
     /// (local, remote) of the outbound connections that left from a listening port and still
     /// hold the pair.
     pub(super) pairs: HashMap<(SocketAddr, SocketAddr), Pair>,
+    /// The orphaned pairs in the order they were orphaned, with when they expire and the lease
+    /// that orphaned them: [`Self::expire`] removes them from `pairs` once due.
+    orphans: VecDeque<(Instant, (SocketAddr, SocketAddr), u64)>,
+    /// How many closing connections keep their socket open now (leases that called `closing`
+    /// and are neither dropped nor orphaned).
+    pub(super) held: usize,
+    /// At most this many closing connections keep their socket open.
+    pub(super) max_held: usize,
+    /// How long an orphaned pair is passed over.
+    pub(super) orphan_hold: Duration,
     /// The registration number of the next new address.
     next_seq: u64,
     /// The number of the next lease.
     pub(super) next_lease: u64,
+}
+
+impl Default for Table {
+    /// An empty table with no bound on held sockets and orphans passed over for 61 s (Linux's
+    /// default `tcp_fin_timeout` and a second of margin).
+    fn default() -> Self {
+        Self {
+            listeners: HashMap::new(),
+            by_ip: HashMap::new(),
+            loopback: Default::default(),
+            per_family: [0; 2],
+            pairs: HashMap::new(),
+            orphans: VecDeque::new(),
+            held: 0,
+            max_held: usize::MAX,
+            orphan_hold: Duration::from_secs(61),
+            next_seq: 0,
+            next_lease: 0,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -47,6 +77,13 @@ pub(super) enum Pair {
     /// probe says the remote's FIN has arrived, the pair is free even if its socket is not closed
     /// yet: the kernel then holds only a TIME_WAIT entry, which a new connection may take over.
     Closing(u64, RemoteClosed),
+    /// The connection was closed before the remote closed its side, without waiting for it (the
+    /// bound on held sockets was reached, or the remote did not close in time). The kernel keeps
+    /// it as an orphan in FIN_WAIT until the remote's FIN comes or `tcp_fin_timeout` passes, and
+    /// meanwhile refuses the pair or takes it over and resets the remote's connection. Without
+    /// the socket the remote's FIN cannot be seen, so the pair is passed over until the instant
+    /// given, when the kernel has let go of the orphan in any case.
+    Orphaned(u64, Instant),
 }
 
 /// Tells, without a system call, whether the remote of a closing connection has closed its side.
@@ -55,7 +92,7 @@ pub(super) type RemoteClosed = Arc<dyn Fn() -> bool + Send + Sync>;
 impl Pair {
     pub(super) fn lease(&self) -> u64 {
         match self {
-            Self::Open(lease) | Self::Closing(lease, _) => *lease,
+            Self::Open(lease) | Self::Closing(lease, _) | Self::Orphaned(lease, _) => *lease,
         }
     }
 
@@ -64,6 +101,7 @@ impl Pair {
         match self {
             Self::Open(_) => false,
             Self::Closing(_, remote_closed) => remote_closed(),
+            Self::Orphaned(_, until) => Instant::now() >= *until,
         }
     }
 }
@@ -107,6 +145,39 @@ impl Table {
         self.loopback[family(addr.ip())].remove(&seq);
     }
 
+    /// Marks the pair of lease `id` orphaned for [`Self::orphan_hold`] from now, unless a dial
+    /// took the pair over already.
+    pub(super) fn orphan(&mut self, key: (SocketAddr, SocketAddr), id: u64) {
+        self.expire();
+        let now = Instant::now();
+        if let Some(pair) = self.pairs.get_mut(&key)
+            && pair.lease() == id
+        {
+            let until = now + self.orphan_hold;
+            *pair = Pair::Orphaned(id, until);
+            self.orphans.push_back((until, key, id));
+        }
+    }
+
+    /// Removes the orphaned pairs that are due, so that the table does not grow with pairs
+    /// nobody dials again. Each orphan is removed once: amortized constant time, and no clock
+    /// read while there is none.
+    pub(super) fn expire(&mut self) {
+        if self.orphans.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(&(until, key, id)) = self.orphans.front() {
+            if until > now {
+                return;
+            }
+            self.orphans.pop_front();
+            if matches!(self.pairs.get(&key), Some(Pair::Orphaned(lease, _)) if *lease == id) {
+                self.pairs.remove(&key);
+            }
+        }
+    }
+
     /// Whether any listener of `ip`'s family is registered.
     pub(super) fn has_family(&self, ip: IpAddr) -> bool {
         self.per_family[family(ip)] > 0
@@ -119,7 +190,8 @@ impl Table {
     ///
     /// A candidate is skipped, without a system call, when one of our connections holds its
     /// pair with `remote` (open, or closing and the remote has not closed yet: see
-    /// [`Pair::Closing`]) or when it is `remote` itself (a TCP self-connection).
+    /// [`Pair::Closing`] and [`Pair::Orphaned`]) or when it is `remote` itself (a TCP
+    /// self-connection).
     pub(super) fn select(
         &self,
         remote: SocketAddr,

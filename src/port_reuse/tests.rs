@@ -1,6 +1,8 @@
 //! The table's unit tests: the choice of a source, reference counts, held and closing pairs,
 //! through the handle's crate API and without sockets.
 
+use std::time::Duration;
+
 use super::*;
 
 fn sa(s: &str) -> SocketAddr {
@@ -234,8 +236,8 @@ fn closing_pairs_are_passed_over_until_released() {
     let table = PortReuse::new(true);
     let _a = table.register(sa("127.0.0.1:5000"));
     let remote = sa("127.0.0.1:80");
-    let lease = take(&table, remote, no_route_lookup).unwrap();
-    lease.closing(Arc::new(|| false));
+    let mut lease = take(&table, remote, no_route_lookup).unwrap();
+    assert!(lease.closing(Arc::new(|| false)));
     assert_eq!(
         (table.live_connections(), table.closing_connections()),
         (0, 1)
@@ -265,10 +267,10 @@ fn a_closing_pair_is_free_once_the_remote_closed() {
     let table = PortReuse::new(true);
     let _a = table.register(sa("127.0.0.1:5000"));
     let remote = sa("127.0.0.1:80");
-    let old = take(&table, remote, no_route_lookup).unwrap();
+    let mut old = take(&table, remote, no_route_lookup).unwrap();
     let remote_closed = Arc::new(AtomicBool::new(false));
     let probe = remote_closed.clone();
-    old.closing(Arc::new(move || probe.load(Ordering::Relaxed)));
+    assert!(old.closing(Arc::new(move || probe.load(Ordering::Relaxed))));
     assert_eq!(table.source_for(remote), Err(Fallback::Busy));
     remote_closed.store(true, Ordering::Relaxed);
     // Taken over before the old lease is gone; the old lease's release leaves it alone.
@@ -282,4 +284,135 @@ fn a_closing_pair_is_free_once_the_remote_closed() {
     assert_eq!(table.source_for(remote), Err(Fallback::Busy));
     drop(new);
     assert_eq!(table.live_connections(), 0);
+}
+
+#[test]
+fn held_closing_sockets_stop_at_the_bound() {
+    let table = PortReuse::new(true).with_closing_bound(2, Duration::from_secs(60));
+    let _a = table.register(sa("127.0.0.1:5000"));
+    let mut leases: Vec<Lease> = (0..4)
+        .map(|i| {
+            take(
+                &table,
+                sa(&format!("127.0.0.{}:80", i + 2)),
+                no_route_lookup,
+            )
+            .unwrap()
+        })
+        .collect();
+    let held: Vec<bool> = leases
+        .iter_mut()
+        .map(|lease| lease.closing(Arc::new(|| false)))
+        .collect();
+    assert_eq!(held, [true, true, false, false]);
+    assert_eq!(table.closing_sockets(), 2);
+    assert_eq!(
+        (table.live_connections(), table.closing_connections()),
+        (2, 2),
+        "refused leases stay open until their caller orphans them"
+    );
+    // Asking again changes nothing.
+    assert!(leases[0].closing(Arc::new(|| false)));
+    assert!(!leases[3].closing(Arc::new(|| false)));
+    assert_eq!(table.closing_sockets(), 2);
+    let refused = leases.split_off(2);
+    for lease in refused {
+        lease.orphan();
+    }
+    assert_eq!(
+        (table.live_connections(), table.closing_connections()),
+        (0, 4)
+    );
+    assert_eq!(table.closing_sockets(), 2);
+    // Every orphaned pair is passed over; a new remote is not.
+    for i in 2..6 {
+        assert_eq!(
+            choose(&table, &format!("127.0.0.{i}:80"), "127.0.0.1"),
+            Err(Fallback::Busy),
+            "127.0.0.{i}"
+        );
+    }
+    assert_eq!(
+        choose(&table, "127.0.0.9:80", "127.0.0.1"),
+        Ok(sa("127.0.0.1:5000"))
+    );
+    // A held socket released (its remote closed) makes room for the next.
+    drop(leases.remove(0));
+    assert_eq!(table.closing_sockets(), 1);
+    let mut next = take(&table, sa("127.0.0.9:80"), no_route_lookup).unwrap();
+    assert!(next.closing(Arc::new(|| false)));
+    assert_eq!(table.closing_sockets(), 2);
+    // A held socket given up on (the remote did not close in time) is orphaned: room again, and
+    // the pair still passed over.
+    next.orphan();
+    assert_eq!(table.closing_sockets(), 1);
+    assert_eq!(
+        choose(&table, "127.0.0.9:80", "127.0.0.1"),
+        Err(Fallback::Busy)
+    );
+}
+
+#[test]
+fn a_bound_of_zero_holds_nothing() {
+    let table = PortReuse::new(true).with_closing_bound(0, Duration::from_secs(60));
+    let _a = table.register(sa("127.0.0.1:5000"));
+    let mut lease = take(&table, sa("127.0.0.2:80"), no_route_lookup).unwrap();
+    assert!(!lease.closing(Arc::new(|| false)));
+    lease.orphan();
+    assert_eq!(table.closing_sockets(), 0);
+    assert_eq!(table.closing_connections(), 1);
+}
+
+#[test]
+fn orphaned_pairs_expire_and_leave_the_table() {
+    let hold = Duration::from_millis(50);
+    let table = PortReuse::new(true).with_closing_bound(0, hold);
+    let _a = table.register(sa("127.0.0.1:5000"));
+    let remote = sa("127.0.0.2:80");
+    let lease = take(&table, remote, no_route_lookup).unwrap();
+    lease.orphan();
+    let later = take(&table, sa("127.0.0.3:80"), no_route_lookup).unwrap();
+    later.orphan();
+    assert_eq!(table.closing_connections(), 2);
+    assert_eq!(table.source_for(remote), Err(Fallback::Busy));
+    std::thread::sleep(hold + Duration::from_millis(20));
+    // Free once due, and gone from the table without a dial touching it.
+    assert_eq!(table.source_for(remote), Ok(sa("127.0.0.1:5000")));
+    assert_eq!(table.closing_connections(), 0);
+    assert_eq!(table.lock().pairs.len(), 0);
+    // A pair taken over after it expired is not removed by the old orphan's expiry.
+    let old = take(&table, remote, no_route_lookup).unwrap();
+    old.orphan();
+    std::thread::sleep(hold + Duration::from_millis(20));
+    let new = take(&table, remote, no_route_lookup).unwrap();
+    assert_eq!(table.live_connections(), 1);
+    assert_eq!(table.closing_connections(), 0);
+    drop(new);
+    assert_eq!(table.lock().pairs.len(), 0);
+}
+
+#[test]
+fn orphaning_a_pair_taken_over_leaves_the_new_holder_alone() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let table = PortReuse::new(true).with_closing_bound(1, Duration::from_secs(60));
+    let _a = table.register(sa("127.0.0.1:5000"));
+    let remote = sa("127.0.0.2:80");
+    let mut old = take(&table, remote, no_route_lookup).unwrap();
+    let remote_closed = Arc::new(AtomicBool::new(false));
+    let probe = remote_closed.clone();
+    assert!(old.closing(Arc::new(move || probe.load(Ordering::Relaxed))));
+    remote_closed.store(true, Ordering::Relaxed);
+    let new = take(&table, remote, no_route_lookup).unwrap();
+    // The old socket is given up on only now: the new connection keeps its pair.
+    old.orphan();
+    assert_eq!(
+        (
+            table.live_connections(),
+            table.closing_connections(),
+            table.closing_sockets()
+        ),
+        (1, 0, 0)
+    );
+    drop(new);
+    assert_eq!(table.lock().pairs.len(), 0);
 }

@@ -7,7 +7,7 @@ use tokio::process::Command;
 
 use crate::remote::{Implementation, dials_us, we_dial};
 
-const GO: Implementation = Implementation {
+pub(crate) const GO: Implementation = Implementation {
     name: "go-libp2p",
     needs: "Go on PATH to build tests/interop/go",
     command,
@@ -40,7 +40,7 @@ fn binary() -> &'static PathBuf {
     built.as_ref().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn command() -> Command {
+pub(crate) fn command() -> Command {
     let mut command = Command::new(binary());
     command.arg("peer");
     command

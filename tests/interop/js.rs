@@ -6,14 +6,14 @@ use tokio::process::Command;
 
 use crate::remote::{Implementation, dials_us, we_dial};
 
-const JS: Implementation = Implementation {
+pub(crate) const JS: Implementation = Implementation {
     name: "js-libp2p",
     needs: "Node 20+ on PATH",
     command,
     reuses_port: false,
 };
 
-fn command() -> Command {
+pub(crate) fn command() -> Command {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/js");
     assert!(
         dir.join("node_modules/libp2p").exists(),

@@ -3,6 +3,8 @@
 //! its listening port when it dials, as this crate does). In each direction, over 127.0.0.1 and
 //! ::1: the connection is secured and multiplexed, identify and ping work both ways, and when we
 //! dial, the remote sees our listening port and identify's observed address reports it back.
+//! `shared.rs` does the same for one port shared by TCP and WebSocket (`SharedListeners`), with
+//! js-libp2p over `@libp2p/websockets` and go-libp2p's own shared TCP listener.
 //!
 //! The js-libp2p tests need Node 20+ and `npm ci` in `tests/interop/js`, the go-libp2p tests need
 //! Go (they build `go/` with `go build`); both are ignored by a plain `cargo test` (and say so)
@@ -14,6 +16,7 @@ mod util;
 mod go;
 mod js;
 mod remote;
+mod shared;
 
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId, Swarm, core::ConnectedPoint, identify, ping, swarm::SwarmEvent};

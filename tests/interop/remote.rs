@@ -37,15 +37,22 @@ pub(crate) struct Implementation {
 }
 
 /// A running peer, read line by line; killed when dropped.
-struct Remote {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    peer_id: PeerId,
-    addr: Multiaddr,
+pub(crate) struct Remote {
+    pub(crate) child: Child,
+    pub(crate) lines: Lines<BufReader<ChildStdout>>,
+    pub(crate) peer_id: PeerId,
+    /// Its first listening address.
+    pub(crate) addr: Multiaddr,
+    /// All its listening addresses.
+    pub(crate) addrs: Vec<Multiaddr>,
 }
 
 impl Remote {
-    async fn start(imp: &Implementation, listen: &str, dial: Option<&Multiaddr>) -> Self {
+    pub(crate) async fn start(
+        imp: &Implementation,
+        listen: &str,
+        dial: Option<&Multiaddr>,
+    ) -> Self {
         let mut command = (imp.command)();
         command
             .args(["--listen", listen])
@@ -65,17 +72,23 @@ impl Remote {
         let listening = within("remote peer listening", next_json(&mut lines)).await;
         assert_eq!(listening["event"], "listening", "{listening}");
         let peer_id = listening["peerId"].as_str().unwrap().parse().unwrap();
-        let addr = listening["addrs"][0].as_str().unwrap().parse().unwrap();
+        let addrs: Vec<Multiaddr> = listening["addrs"]
+            .as_array()
+            .expect("addrs")
+            .iter()
+            .map(|a| a.as_str().unwrap().parse().unwrap())
+            .collect();
         Self {
             child,
             lines,
             peer_id,
-            addr,
+            addr: addrs[0].clone(),
+            addrs,
         }
     }
 }
 
-async fn next_json(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
+pub(crate) async fn next_json(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
     let line = lines
         .next_line()
         .await
@@ -85,7 +98,7 @@ async fn next_json(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
 }
 
 /// Applies a line of the remote peer to what it saw of `peer`.
-fn record_remote(seen: &mut Seen, peer: PeerId, json: Value) {
+pub(crate) fn record_remote(seen: &mut Seen, peer: PeerId, json: Value) {
     let about = |key: &str| json[key].as_str() == Some(peer.to_string().as_str());
     match json["event"].as_str() {
         Some("connection") if about("remotePeer") => {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod shared;
 pub mod swarm;
 
 use std::{
@@ -37,6 +38,50 @@ pub fn run_child_with_descriptor_limit(limit: u32, name: &str, marker: &str) -> 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
     stdout
+}
+
+/// Starts the ignored test `name` of this test binary in a child process whose descriptor limit
+/// is `limit` (`ulimit -n`), with the variable `marker` set to 1 and `envs` set, its stdin and
+/// stdout piped: for tests that talk to their child line by line.
+pub fn spawn_child_with_descriptor_limit(
+    limit: u32,
+    name: &str,
+    marker: &str,
+    envs: &[(&str, String)],
+) -> std::process::Child {
+    let exe = std::env::current_exe().expect("the test binary");
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            r#"ulimit -n {limit} && exec "$0" --exact {name} --ignored --nocapture"#
+        ))
+        .arg(exe)
+        .env(marker, "1")
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sh")
+}
+
+/// Raises this process's soft descriptor limit (`RLIMIT_NOFILE`) to `want`, or to the hard
+/// limit if that is lower; returns the soft limit now in force.
+#[cfg(unix)] // getrlimit/setrlimit are unix calls.
+pub fn raise_descriptor_limit(want: u64) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let target = want.min(hard);
+    if soft < target {
+        setrlimit(Resource::RLIMIT_NOFILE, target, hard).expect("setrlimit below the hard limit");
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit").0
+}
+
+/// The number of descriptors this process has open (`/proc/self/fd`, Linux).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
 }
 
 /// How long any single step of a test may take.

@@ -1,5 +1,6 @@
-//! libp2p swarms for the tests: identify and ping over this crate's transport or over
-//! libp2p-tcp, and a loop that collects what a test waits for.
+//! libp2p swarms for the tests: identify and ping over this crate's transport, its shared
+//! listener set (TCP and WebSocket on one port), WebSocket over it, or libp2p-tcp; and a loop
+//! that collects what a test waits for.
 
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     yamux,
 };
-use libp2p_reuseport::{Config, Transport};
+use libp2p_reuseport::{Config, PortReuse, SharedListeners, TcpStream, Transport};
+use libp2p_websocket as websocket;
 
 use super::{ma, within};
 
@@ -31,12 +33,20 @@ fn behaviour(key: &identity::Keypair) -> Behaviour {
     }
 }
 
-/// A swarm on this crate's transport.
-pub fn reuseport() -> Swarm<Behaviour> {
+/// A swarm with identify and ping over `transport` (made from the swarm's key), secured with
+/// noise and multiplexed with yamux.
+fn build<T>(transport: impl FnOnce() -> T) -> Swarm<Behaviour>
+where
+    T: libp2p::Transport + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send,
+    T::ListenerUpgrade: Send,
+{
     SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
-            Ok(Transport::new(Config::new())
+            Ok(transport()
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise::Config::new(key)?)
                 .multiplex(yamux::Config::default()))
@@ -46,6 +56,70 @@ pub fn reuseport() -> Swarm<Behaviour> {
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
         .build()
+}
+
+/// A swarm on this crate's transport.
+pub fn reuseport() -> Swarm<Behaviour> {
+    build(|| Transport::new(Config::new()))
+}
+
+/// A swarm on the sides of `shared`: libp2p over TCP, over `/ws`, and over `/tls/ws` when given
+/// a TLS server configuration. The WebSocket `Config` without a server certificate comes first:
+/// a `Config` with one would also take `/ws` addresses.
+pub fn shared(shared: &SharedListeners, tls: Option<websocket::tls::Config>) -> Swarm<Behaviour> {
+    build(|| {
+        let mut wss = websocket::Config::new(shared.websocket_tls());
+        if let Some(tls) = tls {
+            wss.set_tls_config(tls);
+        }
+        shared
+            .tcp()
+            .or_transport(websocket::Config::new(shared.websocket()))
+            .or_transport(wss)
+    })
+}
+
+/// A swarm that speaks libp2p over WebSocket only, over this crate's transport, trusting the
+/// certificates of `tls` for `/tls/ws` if given.
+pub fn websocket(tls: Option<websocket::tls::Config>) -> Swarm<Behaviour> {
+    build(|| {
+        let mut ws = websocket::Config::new(Transport::new(Config::new()));
+        if let Some(tls) = tls {
+            ws.set_tls_config(tls);
+        }
+        ws
+    })
+}
+
+/// A self-signed certificate for 127.0.0.1 and ::1: the server's TLS configuration, and a
+/// client's that trusts it.
+pub fn tls_pair() -> (websocket::tls::Config, websocket::tls::Config) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "::1".into()])
+        .expect("certificate");
+    let cert = websocket::tls::Certificate::new(certified.cert.der().to_vec());
+    let key = websocket::tls::PrivateKey::new(certified.key_pair.serialize_der());
+    let server = websocket::tls::Config::new(key, vec![cert.clone()]).expect("server config");
+    let mut client = websocket::tls::Config::builder();
+    client.add_trust(&cert).expect("trust");
+    (server, client.finish())
+}
+
+/// A swarm on this crate's transport with `config`, that shows every connection to
+/// `on_connection` before upgrading it; with the transport's port-reuse table.
+pub fn reuseport_observed(
+    config: Config,
+    on_connection: impl Fn(&TcpStream) + Send + Sync + 'static,
+) -> (Swarm<Behaviour>, PortReuse) {
+    let transport = Transport::new(config);
+    let table = transport.port_reuse();
+    let on_connection = std::sync::Arc::new(on_connection);
+    let swarm = build(|| {
+        transport.map(move |stream, _| {
+            on_connection(&stream);
+            stream
+        })
+    });
+    (swarm, table)
 }
 
 /// A swarm on rust-libp2p's own TCP transport (libp2p-tcp).

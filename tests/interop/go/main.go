@@ -4,13 +4,15 @@
 // (p2p/net/reuseport), noise, yamux, identify, ping, the circuit relay v2 client and the
 // hole-punching (DCUtR) service, in one of four roles:
 //
-//	peer   --listen <multiaddr> [--dial <multiaddr>/p2p/<id>]
+//	peer   --listen <multiaddr> [--dial <multiaddr>/p2p/<id>] [--share]
 //	relay  --listen <multiaddr> [--seed N]
 //	listen --relay <relay multiaddr>/p2p/<id> [--listen <multiaddr>] [options]
 //	dial   --relay <relay multiaddr>/p2p/<id> --peer <peer id> [--listen <multiaddr>] [options]
 //	options: --seed N, --timeout SECONDS, --no-reuse
 //
-// `peer` prints one JSON object per line (see peer.go), like tests/interop/js/peer.mjs.
+// `peer` prints one JSON object per line (see peer.go), like tests/interop/js/peer.mjs. With
+// --share it also runs the WebSocket transport on the TCP transport's listening socket
+// (libp2p.ShareTCPListener, p2p/transport/tcpreuse) and listens on <multiaddr>/ws too.
 // `relay`, `listen` and `dial` take the command line of examples/holepunch.rs and print the same
 // lines, so that a test bed can run either implementation in any role (see holepunch.go).
 package main
@@ -30,9 +32,10 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/p2p/transport/websocket"
 )
 
-const usage = `usage: peer peer --listen <multiaddr> [--dial <multiaddr>/p2p/<id>]
+const usage = `usage: peer peer --listen <multiaddr> [--dial <multiaddr>/p2p/<id>] [--share]
        peer relay --listen <multiaddr> [--seed N]
        peer listen --relay <relay multiaddr/p2p/id> [--listen <multiaddr>] [options]
        peer dial --relay <relay multiaddr/p2p/id> --peer <peer id> [--listen <multiaddr>] [options]
@@ -70,6 +73,9 @@ type hostConfig struct {
 	// holePunching enables the DCUtR service; tracer sees its events.
 	holePunching bool
 	tracer       holepunch.EventTracer
+	// shareTCP runs the WebSocket transport too, on the TCP transport's listening sockets: each
+	// accepted connection goes to one or the other by its first bytes.
+	shareTCP bool
 }
 
 func newHost(c hostConfig) (host.Host, error) {
@@ -85,6 +91,9 @@ func newHost(c hostConfig) (host.Host, error) {
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.Ping(true),
+	}
+	if c.shareTCP {
+		options = append(options, libp2p.ShareTCPListener(), libp2p.Transport(websocket.New))
 	}
 	if !c.relayClient {
 		options = append(options, libp2p.DisableRelay())

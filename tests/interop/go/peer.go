@@ -62,6 +62,7 @@ func runPeer(args []string) error {
 	flags := flag.NewFlagSet("peer", flag.ContinueOnError)
 	listen := flags.String("listen", "", "multiaddr to listen on")
 	dial := flags.String("dial", "", "multiaddr with /p2p/<id> to dial")
+	share := flags.Bool("share", false, "also listen on <listen>/ws, on the same socket as TCP")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -72,12 +73,17 @@ func runPeer(args []string) error {
 	if err != nil {
 		return err
 	}
+	listens := []string{*listen}
+	if *share {
+		listens = append(listens, *listen+"/ws")
+	}
 	h, err := newHost(hostConfig{
 		key:          key,
-		listen:       []string{*listen},
+		listen:       listens,
 		reuse:        true,
 		relayClient:  true,
 		holePunching: true,
+		shareTCP:     *share,
 	})
 	if err != nil {
 		return err

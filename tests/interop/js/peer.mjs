@@ -1,6 +1,6 @@
-// A js-libp2p peer for the interop tests: TCP, noise, yamux, identify, ping.
+// A js-libp2p peer for the interop tests: TCP and WebSockets, noise, yamux, identify, ping.
 //
-//   node peer.mjs --listen /ip4/127.0.0.1/tcp/0 [--dial <multiaddr>]
+//   node peer.mjs --listen /ip4/127.0.0.1/tcp/0 [--dial <multiaddr>]   (a /tcp/... or /tcp/.../ws address)
 //
 // Prints one JSON object per line: {"event":"listening",...}, {"event":"connection",...} for
 // every connection with the remote address as js-libp2p sees it, {"event":"identify",...} with
@@ -16,8 +16,15 @@ if (typeof Promise.withResolvers !== 'function') {
   }
 }
 
+// @libp2p/websockets dials with the global WebSocket, which Node has from version 22 on; before,
+// the `ws` package (which @libp2p/websockets listens with) provides the same API.
+if (typeof globalThis.WebSocket !== 'function') {
+  globalThis.WebSocket = (await import('ws')).WebSocket
+}
+
 const { createLibp2p } = await import('libp2p')
 const { tcp } = await import('@libp2p/tcp')
+const { webSockets } = await import('@libp2p/websockets')
 const { noise } = await import('@chainsafe/libp2p-noise')
 const { yamux } = await import('@chainsafe/libp2p-yamux')
 const { identify } = await import('@libp2p/identify')
@@ -33,7 +40,7 @@ const say = (event) => process.stdout.write(JSON.stringify(event) + '\n')
 
 const node = await createLibp2p({
   addresses: { listen: option('--listen') ? [option('--listen')] : [] },
-  transports: [tcp()],
+  transports: [tcp(), webSockets()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   services: { identify: identify(), ping: ping() },
