@@ -186,8 +186,9 @@ impl Config {
     /// listening port. A SYN that reaches the other side's NAT before that NAT has seen its own
     /// host's SYN finds no mapping, and many home routers answer it with a RST. A moment later
     /// the mapping exists and a new SYN from the same port passes: so the dial sends its next
-    /// SYN as soon as the RST arrives (which also reopens the mapping in our own NAT, which the
-    /// RST closed, for the remote's SYN), 16 SYNs at most, until the window has passed.
+    /// SYN about a millisecond after the RST (0.5 to 1.5 ms, at random), which also reopens the
+    /// mapping in our own NAT that the RST closed, for the remote's SYN; 16 SYNs at most, until
+    /// the window has passed.
     /// Only dials from a listening port to a non-loopback address are retried (on loopback
     /// there is no NAT); a dial that still meets a RST then fails with `ConnectionRefused`.
     /// A dial to a port where nothing listens therefore fails up to this much later.
