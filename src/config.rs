@@ -30,6 +30,7 @@ pub struct Config {
     pub(crate) backlog: u32,
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
+    pub(crate) refused_retry_window: Duration,
     pub(crate) first_bytes_timeout: Duration,
     pub(crate) first_bytes_concurrency: usize,
     /// `None`: derived from the descriptor limit when the transport is created.
@@ -48,6 +49,8 @@ impl Config {
     /// - port reuse: on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when
     ///   the [`Transport`](crate::Transport) is created.
     /// - sharing a listening port with sockets outside this transport: refused.
+    /// - a dial from a listening port that the remote side refuses keeps trying for 250 ms (see
+    ///   [`Config::refused_retry_window`]).
     /// - for a [`SharedListeners`](crate::SharedListeners) socket: 5 s for an accepted
     ///   connection's first bytes, at most 64 connections waiting for them at once.
     /// - closing connections kept open until their remote closes: at most an eighth of the soft
@@ -63,6 +66,7 @@ impl Config {
             backlog: 1024,
             port_reuse: true,
             foreign_port_sharing: false,
+            refused_retry_window: Duration::from_millis(250),
             first_bytes_timeout: Duration::from_secs(5),
             first_bytes_concurrency: 64,
             max_closing_sockets: None,
@@ -173,6 +177,27 @@ impl Config {
     }
 }
 
+impl Config {
+    /// How long a dial that left from a listening port keeps trying again from the same port when
+    /// the remote side refuses it (a RST: `ECONNREFUSED`). Default: 250 ms. `Duration::ZERO`
+    /// returns the refusal at once.
+    ///
+    /// In a hole punch (DCUtR) both peers dial each other at about the same time, each from its
+    /// listening port. A SYN that reaches the other side's NAT before that NAT has seen its own
+    /// host's SYN finds no mapping, and many home routers answer it with a RST. A moment later
+    /// the mapping exists and a new SYN from the same port passes: so the dial sends its next
+    /// SYN about a millisecond after the RST (0.5 to 1.5 ms, at random), which also reopens the
+    /// mapping in our own NAT that the RST closed, for the remote's SYN; 16 SYNs at most, until
+    /// the window has passed.
+    /// Only dials from a listening port to a non-loopback address are retried (on loopback
+    /// there is no NAT); a dial that still meets a RST then fails with `ConnectionRefused`.
+    /// A dial to a port where nothing listens therefore fails up to this much later.
+    pub fn refused_retry_window(mut self, value: Duration) -> Self {
+        self.refused_retry_window = value;
+        self
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self::new()
@@ -200,6 +225,7 @@ mod tests {
         assert_eq!(config.backlog, 1024);
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
+        assert_eq!(config.refused_retry_window, Duration::from_millis(250));
         assert_eq!(config.first_bytes_timeout, Duration::from_secs(5));
         assert_eq!(config.first_bytes_concurrency, 64);
         assert_eq!(config.max_closing_sockets, None);

@@ -1,6 +1,14 @@
-//! The dial future: choose the source, bind, connect, fall back to an ephemeral port once.
+//! The dial future: choose the source, bind, connect (again after a refusal, within the
+//! configured window), fall back to an ephemeral port once.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{
+    collections::hash_map::RandomState,
+    hash::{BuildHasher, Hasher},
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     Config, TcpStream,
@@ -51,7 +59,7 @@ pub(crate) async fn dial(
     let fallback = match lease {
         Ok((lease, reaper)) => {
             let local = lease.local();
-            match connect(&config, remote, Some(local)).await {
+            match connect_from_listening_port(&config, remote, local, &metrics).await {
                 Ok(io) => {
                     metrics.dialed(PortOrigin::Reused);
                     return Ok(TcpStream::dialed(
@@ -80,6 +88,53 @@ pub(crate) async fn dial(
     let origin = PortOrigin::Ephemeral(fallback);
     metrics.dialed(origin);
     Ok(TcpStream::dialed(io, origin, None, OnDrop::Close))
+}
+
+/// The most SYNs a refused dial from a listening port sends, the first included.
+const REFUSED_ATTEMPTS: u32 = 16;
+
+/// Connects from the listening address `local`. A refusal (`ECONNREFUSED`) from a non-loopback
+/// remote is answered with a new SYN from the same address about a millisecond later (see
+/// [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all and until the configured window has
+/// passed: in a hole punch the remote's NAT refuses SYNs that arrive before its own host's SYN
+/// has opened the mapping, and our next SYN both tries again and reopens our own NAT's mapping,
+/// which the refusal closed, for the remote's SYN (see [`Config::refused_retry_window`]).
+async fn connect_from_listening_port(
+    config: &Config,
+    remote: SocketAddr,
+    local: SocketAddr,
+    metrics: &Metrics,
+) -> io::Result<tokio::net::TcpStream> {
+    let started = Instant::now();
+    let mut attempts = 1;
+    loop {
+        match connect(config, remote, Some(local)).await {
+            Err(e)
+                if e.kind() == io::ErrorKind::ConnectionRefused
+                    && !remote.ip().is_loopback()
+                    && attempts < REFUSED_ATTEMPTS
+                    && started.elapsed() < config.refused_retry_window =>
+            {
+                tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
+                metrics.refused_retry();
+                attempts += 1;
+                tokio::time::sleep(refused_pause()).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The pause between a refusal and the next SYN: 0.5 to 1.5 ms, drawn at random. Long enough
+/// that 16 SYNs cover the skew between the two dials of a hole punch (their synchronisation is
+/// only as good as half a relayed round trip), short enough that a real WAN's round trip
+/// dominates; random, so that two peers whose NATs both refuse do not send in step and keep
+/// meeting each other's closed mapping.
+fn refused_pause() -> Duration {
+    // A new RandomState has fresh keys (random per process, then counted up): a hash of
+    // nothing under them is a random number without a dependency.
+    let random = RandomState::new().build_hasher().finish();
+    Duration::from_micros(500 + random % 1000)
 }
 
 fn is_addr_conflict(e: &io::Error) -> bool {

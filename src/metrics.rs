@@ -70,6 +70,7 @@ mod imp {
         ephemeral: [Counter; REASONS.len()],
         accepts: Counter,
         listener_errors: Counter,
+        refused_retries: Counter,
     }
 
     impl Default for Counters {
@@ -85,6 +86,7 @@ mod imp {
                 ephemeral,
                 accepts: Counter::default(),
                 listener_errors: Counter::default(),
+                refused_retries: Counter::default(),
             }
         }
     }
@@ -112,6 +114,11 @@ mod imp {
             self.counters.accepts.inc();
         }
 
+        /// Counts a SYN sent again from a listening port after the remote side refused one.
+        pub(crate) fn refused_retry(&self) {
+            self.counters.refused_retries.inc();
+        }
+
         /// Counts a `ListenerError` event.
         pub(crate) fn listener_error(&self) {
             self.counters.listener_errors.inc();
@@ -137,6 +144,13 @@ mod imp {
                 "Listener errors: failed accepts (each followed by a pause), a failed interface \
                  watcher",
                 self.counters.listener_errors.clone(),
+            );
+            registry.register(
+                "refused_retries",
+                "SYNs sent again from a listening port right after the remote side refused the \
+                 previous one (a RST), as in a hole punch where the remote's NAT has not opened \
+                 its mapping yet",
+                self.counters.refused_retries.clone(),
             );
             registry.register_collector(Box::new(Gauges(port_reuse)));
         }
@@ -236,6 +250,9 @@ mod imp {
 
         #[inline(always)]
         pub(crate) fn accepted(&self) {}
+
+        #[inline(always)]
+        pub(crate) fn refused_retry(&self) {}
 
         #[inline(always)]
         pub(crate) fn listener_error(&self) {}

@@ -27,7 +27,7 @@ mod with_feature {
     const PREFIX: &str = "libp2p_reuseport_";
 
     /// Every series the transport registers, by name without the prefix, all at zero.
-    const SERIES: [&str; 13] = [
+    const SERIES: [&str; 14] = [
         r#"accepts_total"#,
         r#"closing_pairs"#,
         r#"closing_sockets"#,
@@ -41,6 +41,7 @@ mod with_feature {
         r#"listen_addresses"#,
         r#"listener_errors_total"#,
         r#"open_pairs"#,
+        r#"refused_retries_total"#,
     ];
 
     /// The registry's text encoding as series -> value, the prefix taken off every name.

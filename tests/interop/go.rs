@@ -1,7 +1,7 @@
 //! go-libp2p v0.52 (`go/`, built here with `go build`): TCP with its default port reuse
 //! (`p2p/net/reuseport`), noise, yamux, identify, ping.
 
-use std::{path::PathBuf, sync::OnceLock};
+use std::path::PathBuf;
 
 use tokio::process::Command;
 
@@ -14,30 +14,9 @@ pub(crate) const GO: Implementation = Implementation {
     reuses_port: true,
 };
 
-/// Builds the go peer once per test run into the target directory.
+/// The go peer, built once per test run (`tests/util/go_peer.rs`).
 fn binary() -> &'static PathBuf {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = BINARY.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/go");
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interop-go-peer");
-        let status = std::process::Command::new("go")
-            .args(["build", "-buildvcs=false", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(&dir)
-            .status()
-            .map_err(|e| {
-                format!(
-                    "cannot run `go build` in {}: {e}: Go must be on PATH",
-                    dir.display()
-                )
-            })?;
-        match status.success() {
-            true => Ok(out),
-            false => Err(format!("`go build` in {} failed: {status}", dir.display())),
-        }
-    });
-    built.as_ref().unwrap_or_else(|e| panic!("{e}"))
+    crate::util::go_peer::binary().unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub(crate) fn command() -> Command {

@@ -1,32 +1,53 @@
-//! Real-network tests in Linux network namespaces: observed addresses behind NAT, DCUtR hole
-//! punching over IPv4 NATs and IPv6 firewalls (with negative controls), source selection on a
-//! multi-homed host, redials across a real link, and interface changes.
+//! Real-network tests in Linux network namespaces: the delay line's accuracy, observed addresses
+//! behind NAT, source selection on a multi-homed host, redials across a real link, interface
+//! changes, refused dials from a listening port, and the NAT zoo: DCUtR hole punching through a
+//! relay over a WAN with latency, jitter and loss, one cell per NAT behaviour, this crate and
+//! libp2p-tcp (and go-libp2p peers) on the same network (`zoo.rs`).
 //!
-//! Needs root, `ip` (iproute2) and `nft` (nftables). It runs when `LIBP2P_REUSEPORT_NETNS=1`
-//! (`.ci/run` sets it); otherwise it says that it did not run and why. Scenario names given as
-//! arguments select scenarios; `NETNS_RUNS` sets the number of hole-punch runs (default 20).
+//! Needs root, `ip` (iproute2), `nft` (nftables) and `ping` (iputils-ping); Go for the
+//! go-libp2p cells. It runs when `LIBP2P_REUSEPORT_NETNS=1` (`.ci/run` sets it); otherwise it
+//! says that it did not run and why. Arguments: scenario names select scenarios; `--runs N`,
+//! `--cell NAME` and `--wan MS,MS` select the zoo's runs, cells and WANs (default: 2 runs of
+//! every cell at 0 and 20 ms, the short version CI runs; `scripts/natzoo.sh` runs the full
+//! matrix).
 //!
-//! The same binary is the node the scenarios start inside the namespaces (`NETNS_ROLE=node`).
+//! The same binary is the node the scenarios start inside the namespaces (`NETNS_ROLE=node`)
+//! and the delay line (`NETNS_ROLE=delayline`).
 
 // A test binary: `pub` inside it is for its own modules.
 #![allow(unreachable_pub)]
 
+mod bed;
+mod delayline;
+#[path = "../util/go_peer.rs"]
+mod go_peer;
 mod net;
 mod node;
 mod proc;
 mod scenarios;
+mod zoo;
 
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
-    if std::env::var("NETNS_ROLE").as_deref() == Ok("node") {
-        node::main();
-        return ExitCode::SUCCESS;
+    match std::env::var("NETNS_ROLE").as_deref() {
+        Ok("node") => {
+            node::main();
+            return ExitCode::SUCCESS;
+        }
+        Ok("delayline") => {
+            delayline::main();
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
-    let wanted: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let options = match options() {
+        Ok(options) => options,
+        Err(why) => {
+            println!("netns: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
     if std::env::var("LIBP2P_REUSEPORT_NETNS").as_deref() != Ok("1") {
         println!(
             "netns tests NOT RUN: they build Linux network namespaces and need root, `ip` and \
@@ -39,8 +60,50 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     net::remove_stale();
-    scenarios::run(&wanted)
+    scenarios::run(&options)
 }
+
+/// `[SCENARIO...] [--runs N] [--cell NAME]... [--wan MS,MS...]`; options cargo's test harness
+/// passes (such as `--nocapture`) are ignored.
+fn options() -> Result<scenarios::Options, String> {
+    let mut options = scenarios::Options {
+        runs: DEFAULT_ZOO_RUNS,
+        wans: DEFAULT_ZOO_WANS.to_vec(),
+        ..Default::default()
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => {
+                options.runs = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--runs needs a positive number")?;
+            }
+            "--cell" => options
+                .cells
+                .push(args.next().ok_or("--cell needs a name")?),
+            "--wan" => {
+                options.wans = args
+                    .next()
+                    .ok_or("--wan needs delays in ms, e.g. 0,20,60")?
+                    .split(',')
+                    .map(|ms| ms.parse().map_err(|e| format!("--wan {ms}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            flag if flag.starts_with('-') => {}
+            name => options.scenarios.push(name.to_string()),
+        }
+    }
+    Ok(options)
+}
+
+/// Runs per zoo cell and transport when `--runs` is not given, and the WANs (one-way delay in
+/// ms) when `--wan` is not: the short version CI runs. `scripts/natzoo.sh` runs the full matrix
+/// (20 runs, 0, 20 and 60 ms).
+const DEFAULT_ZOO_RUNS: usize = 2;
+const DEFAULT_ZOO_WANS: [u32; 2] = [0, 20];
 
 /// Root, `ip` and `nft` present.
 fn preflight() -> Result<(), String> {
@@ -51,9 +114,14 @@ fn preflight() -> Result<(), String> {
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Err("not root (network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN)".into());
     }
-    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("ping", "iputils-ping"),
+        ("setpriv", "util-linux"),
+    ] {
         let found = Command::new(tool)
-            .arg(if tool == "ip" { "-V" } else { "--version" })
+            .arg(if tool == "nft" { "--version" } else { "-V" })
             .output()
             .is_ok_and(|o| o.status.success());
         if !found {

@@ -51,7 +51,8 @@ pub fn run_with_input(program: &str, args: &[&str], input: &str) {
     );
 }
 
-/// Deletes namespaces left by runs whose process no longer exists.
+/// Deletes namespaces left by runs whose process no longer exists, and the processes still
+/// running in them.
 pub fn remove_stale() {
     let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
@@ -63,6 +64,11 @@ pub fn remove_stale() {
         };
         let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
         if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
@@ -141,16 +147,24 @@ impl Net {
         run_with_input("ip", &["netns", "exec", ns, "nft", "-f", "-"], ruleset);
     }
 
-    /// A bridge `br0` in `ns`.
-    pub fn bridge(&self, ns: &str) {
-        run("ip", &["-n", ns, "link", "add", "br0", "type", "bridge"]);
-        run("ip", &["-n", ns, "link", "set", "br0", "up"]);
+    /// A bridge `name` in `ns`, up.
+    pub fn bridge(&self, ns: &str, name: &str) {
+        run("ip", &["-n", ns, "link", "add", name, "type", "bridge"]);
+        run("ip", &["-n", ns, "link", "set", name, "up"]);
     }
 
-    /// Connects `dev` of `ns` to the bridge in `switch` (the switch side is named `port`).
-    pub fn plug(&self, switch: &str, port: &str, ns: &str, dev: &str) {
+    /// Connects `dev` of `ns` to the bridge `bridge` in `switch` (the switch side is named
+    /// `port`).
+    pub fn plug(&self, switch: &str, bridge: &str, port: &str, ns: &str, dev: &str) {
         self.link(ns, dev, switch, port);
-        run("ip", &["-n", switch, "link", "set", port, "master", "br0"]);
+        run("ip", &["-n", switch, "link", "set", port, "master", bridge]);
+    }
+
+    /// Moves device `dev` of `from` into `to`, renamed `name`, and brings it up.
+    pub fn move_dev(&self, from: &str, dev: &str, to: &str, name: &str) {
+        run("ip", &["-n", from, "link", "set", dev, "netns", to]);
+        run("ip", &["-n", to, "link", "set", dev, "name", name]);
+        run("ip", &["-n", to, "link", "set", name, "up"]);
     }
 }
 
@@ -161,126 +175,6 @@ impl Drop for Net {
                 .args(["netns", "del", name])
                 .stderr(Stdio::null())
                 .status();
-        }
-    }
-}
-
-/// How a router treats traffic between its LAN and the public segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Router {
-    /// IPv4: masquerade, which keeps a free source port (endpoint-independent mapping in
-    /// practice). IPv6: no NAT, a stateful firewall.
-    PortPreserving,
-    /// IPv4 and IPv6: masquerade with a random public port per connection (a symmetric NAT).
-    Symmetric,
-}
-
-/// The ruleset of a router: unsolicited inbound packets are dropped silently (no reset), as on
-/// real NATs and firewalls; conntrack-invalid packets are dropped in forward (otherwise some
-/// would leave without translation).
-fn router_rules(kind: Router) -> String {
-    let random = match kind {
-        Router::PortPreserving => "",
-        Router::Symmetric => " fully-random",
-    };
-    let nat6 = match kind {
-        Router::PortPreserving => String::new(),
-        Router::Symmetric => format!(
-            "table ip6 nat {{\n  chain postrouting {{\n    type nat hook postrouting priority \
-             srcnat; policy accept;\n    oifname \"wan\" masquerade{random}\n  }}\n}}\n"
-        ),
-    };
-    format!(
-        r#"table inet fw {{
-  chain input {{
-    type filter hook input priority filter; policy accept;
-    iifname "wan" ct state established,related accept
-    iifname "wan" icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept
-    iifname "wan" drop
-  }}
-  chain forward {{
-    type filter hook forward priority filter; policy drop;
-    ct state invalid drop
-    ct state established,related accept
-    iifname "lan" oifname "wan" accept
-  }}
-}}
-table ip nat {{
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "wan" masquerade{random}
-  }}
-}}
-{nat6}"#
-    )
-}
-
-/// Two hosts behind two routers on a public segment with a public host:
-///
-/// ```text
-///   a 10.0.1.2 2001:db8:1::2          b 10.0.2.2 2001:db8:2::2
-///        |                                  |
-///   ra lan 10.0.1.1                    rb lan 10.0.2.1
-///   ra wan 203.0.113.1 2001:db8::1     rb wan 203.0.113.2 2001:db8::2
-///        \______________ br0 _____________/
-///                         |
-///        public 203.0.113.10, .11, 2001:db8::10, ::11
-/// ```
-pub struct Nat {
-    /// Owns the namespaces: they go when the topology drops.
-    _net: Net,
-    pub a: String,
-    pub b: String,
-    pub public: String,
-}
-
-impl Nat {
-    pub fn new(router_a: Router, router_b: Router) -> Self {
-        let mut net = Net::new();
-        let sw = net.ns("sw");
-        let public = net.ns("pub");
-        let ra = net.ns("ra");
-        let rb = net.ns("rb");
-        let a = net.ns("a");
-        let b = net.ns("b");
-        net.bridge(&sw);
-        net.plug(&sw, "p-pub", &public, "eth0");
-        net.plug(&sw, "p-ra", &ra, "wan");
-        net.plug(&sw, "p-rb", &rb, "wan");
-        for cidr in [
-            "203.0.113.10/24",
-            "203.0.113.11/24",
-            "2001:db8::10/64",
-            "2001:db8::11/64",
-        ] {
-            net.addr(&public, "eth0", cidr);
-        }
-        net.route(&public, "2001:db8:1::/64 via 2001:db8::1");
-        net.route(&public, "2001:db8:2::/64 via 2001:db8::2");
-        for (router, host, n, kind, other) in [(&ra, &a, 1, router_a, 2), (&rb, &b, 2, router_b, 1)]
-        {
-            net.link(router, "lan", host, "eth0");
-            net.addr(router, "wan", &format!("203.0.113.{n}/24"));
-            net.addr(router, "wan", &format!("2001:db8::{n}/64"));
-            net.addr(router, "lan", &format!("10.0.{n}.1/24"));
-            net.addr(router, "lan", &format!("2001:db8:{n}::1/64"));
-            net.route(
-                router,
-                &format!("2001:db8:{other}::/64 via 2001:db8::{other}"),
-            );
-            net.sysctl(router, "net.ipv4.ip_forward=1");
-            net.sysctl(router, "net.ipv6.conf.all.forwarding=1");
-            net.nft(router, &router_rules(kind));
-            net.addr(host, "eth0", &format!("10.0.{n}.2/24"));
-            net.addr(host, "eth0", &format!("2001:db8:{n}::2/64"));
-            net.route(host, &format!("default via 10.0.{n}.1"));
-            net.route(host, &format!("default via 2001:db8:{n}::1"));
-        }
-        Self {
-            _net: net,
-            a,
-            b,
-            public,
         }
     }
 }

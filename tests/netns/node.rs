@@ -5,6 +5,7 @@
 //! `cycles <ip:port> <n>` (client-first dial/echo/close cycles), `quit`.
 //! Reports: `LISTEN`, `NEWADDR`, `EXPIRED`, `INCOMING`, `DIALED`, `DIALFAIL`, `SOURCE`, `CYCLES`,
 //! `ERROR`. Accepted connections echo what they read and close at end of stream.
+//! `NODE_REFUSED_RETRY_MS` sets [`Config::refused_retry_window`].
 
 use std::{
     future::poll_fn,
@@ -89,7 +90,15 @@ pub fn main() {
 }
 
 async fn run() {
-    let mut transport = Transport::new(Config::new());
+    let mut config = Config::new();
+    // How long a refused dial from a listening port keeps trying (the default otherwise).
+    if let Some(ms) = std::env::var("NODE_REFUSED_RETRY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        config = config.refused_retry_window(Duration::from_millis(ms));
+    }
+    let mut transport = Transport::new(config);
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut held = Vec::new();
     loop {

@@ -20,7 +20,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `program args` in namespace `ns` with `env`.
+    /// Starts `program args` in namespace `ns` with `env`. The process is killed when this
+    /// (the test) process dies, even without running its destructors: `setpriv --pdeathsig`
+    /// (util-linux), so that an interrupted run leaves no node running.
     pub fn spawn(
         ns: &str,
         name: &str,
@@ -30,7 +32,7 @@ impl Proc {
     ) -> Self {
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", ns])
+            .args(["netns", "exec", ns, "setpriv", "--pdeathsig", "KILL", "--"])
             .arg(program)
             .args(args)
             .envs(env.iter().copied())
@@ -67,6 +69,10 @@ impl Proc {
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Sends one command line.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
@@ -99,6 +105,13 @@ impl Proc {
                 }
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
             }
+        }
+    }
+
+    /// Moves the lines printed so far into the log.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
         }
     }
 

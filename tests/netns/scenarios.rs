@@ -2,29 +2,47 @@
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
-    path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
 };
 
 use crate::{
-    net::{Nat, Net, Router},
+    bed::{Bed, Rules, TwoNats, Uplink, Wan},
+    net::Net,
     proc::{Proc, field},
+    zoo,
 };
 
 const T: Duration = Duration::from_secs(10);
 
-type Scenario = fn() -> Vec<String>;
+/// A scenario: what it reports; it panics if its expectations fail.
+type Scenario = Box<dyn Fn() -> Vec<String>>;
 
-pub fn run(wanted: &[String]) -> ExitCode {
-    let all: [(&str, Scenario); 6] = [
-        ("observed", observed_address),
-        ("holepunch4", holepunch_ipv4),
-        ("holepunch6", holepunch_ipv6),
-        ("multihomed", multihomed),
-        ("redial", redial),
-        ("ifchange", interface_changes),
+/// Options of a run: which scenarios, and for the zoo how many runs of which cells.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub scenarios: Vec<String>,
+    pub runs: usize,
+    pub cells: Vec<String>,
+    /// The zoo's WANs by one-way delay in ms.
+    pub wans: Vec<u32>,
+}
+
+pub fn run(options: &Options) -> ExitCode {
+    let runs = options.runs;
+    let cells = options.cells.clone();
+    let wans = options.wans.clone();
+    let zoo_scenario = move || zoo_table(runs, &cells, &wans);
+    let all: [(&str, Scenario); 7] = [
+        ("delayline", Box::new(delay_line_accuracy)),
+        ("observed", Box::new(observed_address)),
+        ("multihomed", Box::new(multihomed)),
+        ("redial", Box::new(redial)),
+        ("ifchange", Box::new(interface_changes)),
+        ("refused", Box::new(refused_retries)),
+        ("zoo", Box::new(zoo_scenario)),
     ];
+    let wanted = &options.scenarios;
     let mut failed = Vec::new();
     for (name, scenario) in all {
         if !wanted.is_empty() && !wanted.iter().any(|w| name.contains(w.as_str())) {
@@ -32,7 +50,7 @@ pub fn run(wanted: &[String]) -> ExitCode {
         }
         println!("=== netns {name} ===");
         let started = Instant::now();
-        match catch_unwind(AssertUnwindSafe(scenario)) {
+        match catch_unwind(AssertUnwindSafe(&*scenario)) {
             Ok(report) => {
                 for line in report {
                     println!("netns {name}: {line}");
@@ -59,8 +77,14 @@ pub fn run(wanted: &[String]) -> ExitCode {
 
 /// The node of `node.rs`, started in `ns`.
 fn node(ns: &str, name: &str) -> Proc {
+    node_with(ns, name, &[])
+}
+
+fn node_with(ns: &str, name: &str, env: &[(&str, &str)]) -> Proc {
     let exe = std::env::current_exe().expect("test binary");
-    Proc::spawn(ns, name, &exe, &[], &[("NETNS_ROLE", "node")])
+    let mut env = env.to_vec();
+    env.push(("NETNS_ROLE", "node"));
+    Proc::spawn(ns, name, &exe, &[], &env)
 }
 
 /// Sends `command` and returns the reply starting with `reply`.
@@ -81,15 +105,16 @@ fn port(addr: &str) -> u16 {
 /// different port to each destination even with reuse.
 fn observed_address() -> Vec<String> {
     let mut report = Vec::new();
-    for router in [Router::PortPreserving, Router::Symmetric] {
-        let topo = Nat::new(router, Router::PortPreserving);
+    for (symmetric, rules) in [(false, Rules::home()), (true, Rules::symmetric())] {
+        let mut bed = Bed::new(Wan::Bridge);
+        let topo = TwoNats::build(&mut bed, &rules, &Rules::home());
         let mut public = node(&topo.public, "public");
-        ask(&mut public, "listen /ip4/203.0.113.10/tcp/5001", "LISTEN");
-        ask(&mut public, "listen /ip4/203.0.113.11/tcp/5002", "LISTEN");
+        ask(&mut public, "listen /ip4/192.31.196.10/tcp/5001", "LISTEN");
+        ask(&mut public, "listen /ip4/192.31.196.11/tcp/5002", "LISTEN");
         let mut a = node(&topo.a, "a");
         ask(&mut a, "listen /ip4/0.0.0.0/tcp/4001", "LISTEN");
         let mut seen = Vec::new();
-        for remote in ["203.0.113.10:5001", "203.0.113.11:5002"] {
+        for remote in ["192.31.196.10:5001", "192.31.196.11:5002"] {
             let dialed = ask(&mut a, &format!("dial {remote} reuse"), "DIAL");
             assert_eq!(field(&dialed, "origin"), "Reused", "{dialed}");
             assert_eq!(field(&dialed, "local"), "10.0.1.2:4001", "{dialed}");
@@ -97,222 +122,35 @@ fn observed_address() -> Vec<String> {
             assert_eq!(field(&incoming, "local"), remote);
             seen.push(field(&incoming, "from").to_string());
         }
-        let dialed = ask(&mut a, "dial 203.0.113.10:5001 new", "DIAL");
+        let dialed = ask(&mut a, "dial 192.31.196.10:5001 new", "DIAL");
         assert_eq!(
             field(&dialed, "origin"),
             "Ephemeral(NotRequested)",
             "{dialed}"
         );
         let fresh = field(&public.expect("INCOMING", T), "from").to_string();
-        match router {
-            Router::PortPreserving => {
-                assert_eq!(seen, ["203.0.113.1:4001", "203.0.113.1:4001"]);
-                assert_ne!(
-                    port(&fresh),
-                    4001,
-                    "PortUse::New is not seen at the listening port"
-                );
-                report.push(format!(
-                    "port-preserving NAT: Reuse dials to 2 destinations seen from {} and {}; \
-                     PortUse::New seen from {fresh}",
-                    seen[0], seen[1]
-                ));
-            }
-            Router::Symmetric => {
-                assert!(seen.iter().all(|s| port(s) != 4001), "{seen:?}");
-                assert_ne!(seen[0], seen[1], "a new public port per destination");
-                report.push(format!(
-                    "control, symmetric NAT: Reuse dials seen from {} and {}: not dialable",
-                    seen[0], seen[1]
-                ));
-            }
+        if symmetric {
+            assert!(seen.iter().all(|s| port(s) != 4001), "{seen:?}");
+            assert_ne!(seen[0], seen[1], "a new public port per destination");
+            report.push(format!(
+                "control, symmetric NAT: Reuse dials seen from {} and {}: not dialable",
+                seen[0], seen[1]
+            ));
+        } else {
+            assert_eq!(seen, ["192.31.196.1:4001", "192.31.196.1:4001"]);
+            assert_ne!(
+                port(&fresh),
+                4001,
+                "PortUse::New is not seen at the listening port"
+            );
+            report.push(format!(
+                "port-preserving NAT: Reuse dials to 2 destinations seen from {} and {}; \
+                 PortUse::New seen from {fresh}",
+                seen[0], seen[1]
+            ));
         }
     }
     report
-}
-
-/// The `holepunch` example binary next to this test binary, built if missing.
-fn holepunch_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let binary = profile_dir.join("examples/holepunch");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args(["build", "--example", "holepunch", "--manifest-path"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --example holepunch failed");
-    }
-    binary
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
-/// What one hole-punch run did.
-enum Punch {
-    /// A direct connection carried a ping; milliseconds from circuit to direct connection.
-    Direct(f64),
-    /// The circuit was open but no direct connection came.
-    NoDirect,
-}
-
-/// One DCUtR run on a fresh network: a relay on the public host, `listen` behind router A and
-/// `dial` behind router B, both on port 4001.
-fn punch_once(router_a: Router, family: Family, reuse: bool, timeout: Duration) -> Punch {
-    let topo = Nat::new(router_a, Router::PortPreserving);
-    let binary = holepunch_binary();
-    let (relay_listen, listen) = match family {
-        Family::V4 => ("/ip4/203.0.113.10/tcp/4001", "/ip4/0.0.0.0/tcp/4001"),
-        Family::V6 => ("/ip6/2001:db8::10/tcp/4001", "/ip6/::/tcp/4001"),
-    };
-    let seconds = timeout.as_secs().to_string();
-    let mut relay = Proc::spawn(
-        &topo.public,
-        "relay",
-        &binary,
-        &["relay", "--listen", relay_listen, "--seed", "1"],
-        &[],
-    );
-    let relay_id = relay
-        .expect("relay: peer", T)
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    relay.expect("relay: listening on", T);
-    let relay_addr = format!("{relay_listen}/p2p/{relay_id}");
-    let mut common = vec![
-        "--relay",
-        relay_addr.as_str(),
-        "--listen",
-        listen,
-        "--timeout",
-        &seconds,
-    ];
-    if !reuse {
-        common.push("--no-reuse");
-    }
-    let mut args = vec!["listen", "--seed", "2"];
-    args.extend(&common);
-    let mut a = Proc::spawn(&topo.a, "listen", &binary, &args, &[]);
-    let a_id = a
-        .expect("listen: peer", T)
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    a.expect("listen: reservation accepted", T);
-    let mut args = vec!["dial", "--seed", "3", "--peer", a_id.as_str()];
-    args.extend(&common);
-    let mut b = Proc::spawn(&topo.b, "dial", &binary, &args, &[]);
-    let status = b.finish(timeout + T);
-    let result = b.log.iter().find(|l| l.starts_with("RESULT")).cloned();
-    let circuit = b.log.iter().any(|l| l.contains("circuit with"));
-    match (status.map(|s| s.success()), result) {
-        (Some(true), Some(line)) if line.contains("direct=true") => {
-            // The direct connection goes to A's public address: NAT A's IP (IPv4) or A's own
-            // address (IPv6 behind a firewall), at A's listening port.
-            let expected = match (family, router_a) {
-                (Family::V4, _) => "/ip4/203.0.113.1/tcp/4001/",
-                (Family::V6, Router::PortPreserving) => "/ip6/2001:db8:1::2/tcp/4001/",
-                (Family::V6, Router::Symmetric) => "/ip6/2001:db8::1/tcp/4001/",
-            };
-            let direct = b
-                .log
-                .iter()
-                .find(|l| l.starts_with("dial: direct connection"))
-                .expect("the direct connection is reported");
-            assert!(direct.contains(expected), "{direct}, expected {expected}");
-            Punch::Direct(field(&line, "ms").parse().expect("milliseconds"))
-        }
-        (_, Some(line)) if line.contains("direct=false") && circuit => Punch::NoDirect,
-        _ => panic!(
-            "hole-punch run did not get as far as the circuit:\ndial:\n{}\nlisten:\n{}\nrelay:\n{}",
-            b.log.join("\n"),
-            a.log.join("\n"),
-            relay.log.join("\n")
-        ),
-    }
-}
-
-fn runs() -> usize {
-    std::env::var("NETNS_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-}
-
-/// `runs` hole punches that must succeed (all but one at most), then the controls that must not.
-fn holepunch(family: Family) -> Vec<String> {
-    let runs = runs();
-    let mut times = Vec::new();
-    for run in 1..=runs {
-        match punch_once(
-            Router::PortPreserving,
-            family,
-            true,
-            Duration::from_secs(30),
-        ) {
-            Punch::Direct(ms) => times.push(ms),
-            Punch::NoDirect => println!("run {run}: no direct connection"),
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
-    let (router_label, control_label) = match family {
-        Family::V4 => ("port-preserving NATs", "symmetric NAT"),
-        Family::V6 => ("stateful IPv6 firewalls", "randomising NAT66"),
-    };
-    let mut report = vec![format!(
-        "{} of {runs} runs through {router_label} got a direct connection with a ping; median \
-         {median:.1} ms from circuit to direct connection (min {:.1}, max {:.1})",
-        times.len(),
-        times.first().copied().unwrap_or(f64::NAN),
-        times.last().copied().unwrap_or(f64::NAN),
-    )];
-    assert!(
-        times.len() + 1 >= runs,
-        "{} of {runs} hole punches succeeded",
-        times.len()
-    );
-    let controls = [
-        ("port reuse off", Router::PortPreserving, false),
-        (control_label, Router::Symmetric, true),
-    ];
-    for (label, router, reuse) in controls {
-        let mut direct = 0;
-        let attempts = 2;
-        for _ in 0..attempts {
-            if let Punch::Direct(_) = punch_once(router, family, reuse, Duration::from_secs(12)) {
-                direct += 1;
-            }
-        }
-        report.push(format!(
-            "control, {label}: {direct} of {attempts} runs got a direct connection (circuit open each time)"
-        ));
-        assert_eq!(direct, 0, "control {label} must not punch through");
-    }
-    report
-}
-
-fn holepunch_ipv4() -> Vec<String> {
-    holepunch(Family::V4)
-}
-
-fn holepunch_ipv6() -> Vec<String> {
-    holepunch(Family::V6)
 }
 
 /// A host in two subnets with a listener on each IP: a dial into each subnet leaves from the
@@ -435,4 +273,171 @@ fn interface_changes() -> Vec<String> {
         format!("ip addr add: {added}; {source}; the peer saw the dial from {from}"),
         format!("ip addr del: {expired}; {after}"),
     ]
+}
+
+/// The delay line's accuracy: ping RTT between two hosts on the WAN, through the bridge (no
+/// delay) and through each shaped WAN of the zoo. The RTT crosses the line twice.
+fn delay_line_accuracy() -> Vec<String> {
+    let mut report = Vec::new();
+    for wan in [Wan::Bridge, zoo::W20, zoo::W60] {
+        let mut bed = Bed::new(wan);
+        let x = bed.host("x", Uplink::Wan, &["192.31.196.30/24"], &[]);
+        bed.host("y", Uplink::Wan, &["192.31.196.31/24"], &[]);
+        // A first ping resolves the neighbour (ARP), which would add a round trip to it.
+        let _ = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &x, "ping", "-q", "-n", "-c", "3", "-i", "0.2",
+            ])
+            .arg("192.31.196.31")
+            .output();
+        let count = 200;
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &x, "ping", "-q", "-n", "-i", "0.02", "-c"])
+            .arg(count.to_string())
+            .arg("192.31.196.31")
+            .output()
+            .expect("run ping");
+        let text = String::from_utf8_lossy(&output.stdout);
+        // "200 packets transmitted, 196 received, 2% packet loss, time 4024ms"
+        // "rtt min/avg/max/mdev = 30.101/40.201/50.873/5.602 ms, pipe 3"
+        let received: usize = text
+            .split(", ")
+            .find_map(|part| part.strip_suffix(" received"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no count in ping output:\n{text}"));
+        let rtt: Vec<f64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+            .and_then(|l| l.split(" ms").next())
+            .map(|l| l.split('/').filter_map(|v| v.parse().ok()).collect())
+            .unwrap_or_else(|| panic!("no rtt in ping output:\n{text}"));
+        let [min, avg, max, mdev] = rtt[..] else {
+            panic!("rtt line: {rtt:?}");
+        };
+        let lost = count - received;
+        let (expected, delay, jitter, loss) = match wan {
+            Wan::Bridge => ("0".to_string(), 0.0, 0.0, 0.0),
+            Wan::Shaped {
+                delay_ms,
+                jitter_ms,
+                loss,
+            } => (
+                format!("{} ± {}", 2 * delay_ms, 2 * jitter_ms),
+                f64::from(delay_ms),
+                f64::from(jitter_ms),
+                loss,
+            ),
+        };
+        report.push(format!(
+            "WAN {}: ping RTT min/avg/max/mdev {min:.2}/{avg:.2}/{max:.2}/{mdev:.2} ms (configured \
+             {expected} ms), {lost} of {count} lost (configured {:.1}% each way)",
+            wan.label(),
+            loss * 100.0,
+        ));
+        // No frame leaves before its delay minus the jitter. Late ones are the machine's load
+        // (a thread's wake-up), not the line's, so the maximum is reported, not asserted; the
+        // average must sit within the jitter of the configured delay.
+        let slack = 1.0;
+        assert!(
+            min >= 2.0 * (delay - jitter) - slack,
+            "{}: RTT below the configured range: {text}",
+            wan.label()
+        );
+        assert!(
+            (avg - 2.0 * delay).abs() <= jitter + slack,
+            "{}: average RTT {avg} ms, configured {} ms",
+            wan.label(),
+            2.0 * delay
+        );
+        // Binomial: the round trip loses about 2 * loss of the pings; allow a wide margin.
+        let expected_lost = 2.0 * loss * count as f64;
+        assert!(
+            (lost as f64) <= expected_lost * 3.0 + 3.0,
+            "{}: {lost} of {count} pings lost",
+            wan.label()
+        );
+    }
+    report
+}
+
+/// The NAT zoo (see `zoo.rs`): prints the table, fails if a cell missed its expectation.
+fn zoo_table(runs: usize, cells: &[String], wans: &[u32]) -> Vec<String> {
+    let (table, failures) = zoo::run(runs, cells, wans);
+    assert!(failures.is_empty(), "zoo cells failed: {failures:#?}");
+    let mut report = vec![format!("{runs} runs per cell and transport:")];
+    report.extend(table);
+    report
+}
+
+/// A dial from a listening port that the remote refuses (a RST) sends its next SYN at once, 16
+/// in all within the window; a refusal that stops, as a NAT's does once its own host's SYN has
+/// opened the mapping, lets the dial through; with the window at zero the first refusal is
+/// final. The peer counts the SYNs that reach it (nftables counters); the first SYNs to port
+/// 5001 are answered with a RST by a rule (`quota`: the first 240 bytes, four 60-byte SYNs),
+/// after which the listener there answers.
+fn refused_retries() -> Vec<String> {
+    let (net, x, y) = pair();
+    net.nft(
+        &y,
+        "table inet syns {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    tcp dport 5000 tcp flags & (syn | ack) == syn counter
+    tcp dport 5001 tcp flags & (syn | ack) == syn counter
+    tcp dport 5001 tcp flags & (syn | ack) == syn quota until 240 bytes reject with tcp reset
+  }
+}
+",
+    );
+    let syns = |port: u16| -> u64 {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &y, "nft", "list", "table", "inet", "syns"])
+            .output()
+            .expect("nft list");
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find(|l| l.contains(&format!("dport {port}")) && l.contains("counter"))
+            .and_then(|l| l.split("packets ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter for {port}:\n{text}"))
+    };
+    let mut peer = node(&y, "y");
+    ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5001", "LISTEN");
+    let mut report = Vec::new();
+
+    let mut host = node(&x, "x");
+    ask(&mut host, "listen /ip4/0.0.0.0/tcp/4001", "LISTEN");
+    let refused = ask(&mut host, "dial 10.0.7.2:5000 reuse", "DIAL");
+    assert!(
+        refused.starts_with("DIALFAIL") && refused.contains("refused"),
+        "{refused}"
+    );
+    let sent = syns(5000);
+    assert_eq!(sent, 16, "SYNs of a dial refused every time");
+    report.push(format!(
+        "nothing listening: {sent} SYNs from 10.0.7.1:4001, then {refused}"
+    ));
+
+    let dialed = ask(&mut host, "dial 10.0.7.2:5001 reuse", "DIAL");
+    assert!(dialed.starts_with("DIALED"), "{dialed}");
+    assert_eq!(field(&dialed, "origin"), "Reused", "{dialed}");
+    assert_eq!(field(&dialed, "local"), "10.0.7.1:4001", "{dialed}");
+    let from = field(&peer.expect("INCOMING", T), "from").to_string();
+    assert_eq!(from, "10.0.7.1:4001");
+    let sent = syns(5001);
+    assert_eq!(sent, 5, "four refused SYNs, then the one the listener took");
+    report.push(format!(
+        "refused four times, then listening: {sent} SYNs, {dialed}; the peer saw it from {from}"
+    ));
+    drop(host);
+
+    let mut impatient = node_with(&x, "x0", &[("NODE_REFUSED_RETRY_MS", "0")]);
+    ask(&mut impatient, "listen /ip4/0.0.0.0/tcp/4002", "LISTEN");
+    let refused = ask(&mut impatient, "dial 10.0.7.2:5000 reuse", "DIAL");
+    assert!(refused.starts_with("DIALFAIL"), "{refused}");
+    let total = syns(5000);
+    assert_eq!(total, 17, "one more SYN with the window at zero");
+    report.push(format!("window zero: 1 SYN, then {refused}"));
+    report
 }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod go_peer;
 pub mod shared;
 pub mod swarm;
 

@@ -18,7 +18,8 @@
 //!
 //! Options: `--seed N` derives the key from N (stable peer ids), `--no-reuse` turns port reuse
 //! off (the negative control), `--timeout S` bounds the wait for a direct connection (default
-//! 30 s).
+//! 30 s), `--transport libp2p-tcp` runs the same node on rust-libp2p's own TCP transport
+//! (`SwarmBuilder::with_tcp`, which reuses ports as it does by default) for comparison.
 
 use std::{
     collections::HashSet,
@@ -36,12 +37,16 @@ use libp2p::{
 };
 use libp2p_reuseport::{Config, Transport};
 
+mod observed;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     relay: Toggle<relay::Behaviour>,
     relay_client: Toggle<relay::client::Behaviour>,
     dcutr: Toggle<dcutr::Behaviour>,
     identify: identify::Behaviour,
+    /// Hands identify's observations to DCUtR as they are (see `observed.rs`).
+    observed: observed::Behaviour,
     ping: ping::Behaviour,
 }
 
@@ -60,12 +65,22 @@ struct Args {
     seed: Option<u8>,
     reuse: bool,
     timeout: Duration,
+    transport: Tcp,
+}
+
+/// Which TCP transport the node runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tcp {
+    /// This crate.
+    Reuseport,
+    /// rust-libp2p's libp2p-tcp.
+    Libp2pTcp,
 }
 
 const USAGE: &str = "usage: holepunch relay --listen <multiaddr> [--seed N]
        holepunch listen --relay <relay multiaddr/p2p/id> [--listen <multiaddr>] [options]
        holepunch dial --relay <relay multiaddr/p2p/id> --peer <peer id> [--listen <multiaddr>] [options]
-options: --seed N, --no-reuse, --timeout SECONDS";
+options: --seed N, --no-reuse, --timeout SECONDS, --transport reuseport|libp2p-tcp";
 
 fn args() -> Result<Args, String> {
     let mut iter = std::env::args().skip(1);
@@ -83,6 +98,7 @@ fn args() -> Result<Args, String> {
         seed: None,
         reuse: true,
         timeout: Duration::from_secs(30),
+        transport: Tcp::Reuseport,
     };
     while let Some(flag) = iter.next() {
         if flag == "--no-reuse" {
@@ -101,11 +117,21 @@ fn args() -> Result<Args, String> {
             "--timeout" => {
                 args.timeout = Duration::from_secs(value.parse().map_err(|e| bad(&e))?);
             }
+            "--transport" => {
+                args.transport = match value.as_str() {
+                    "reuseport" => Tcp::Reuseport,
+                    "libp2p-tcp" => Tcp::Libp2pTcp,
+                    _ => return Err(bad(&"expected reuseport or libp2p-tcp")),
+                };
+            }
             _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
         }
     }
     if mode != Mode::Relay && args.relay.is_none() {
         return Err(format!("--relay is required\n{USAGE}"));
+    }
+    if !args.reuse && args.transport == Tcp::Libp2pTcp {
+        return Err("--no-reuse: libp2p-tcp 0.45 cannot turn port reuse off".into());
     }
     if mode == Mode::Dial && args.peer.is_none() {
         return Err(format!("--peer is required\n{USAGE}"));
@@ -121,37 +147,52 @@ fn keypair(seed: Option<u8>) -> identity::Keypair {
 }
 
 fn swarm(args: &Args) -> Result<Swarm<Behaviour>, Box<dyn Error>> {
-    let config = Config::new().port_reuse(args.reuse);
     let mode = args.mode;
-    Ok(SwarmBuilder::with_existing_identity(keypair(args.seed))
-        .with_tokio()
-        .with_other_transport(|key| {
-            Ok(Transport::new(config)
-                .upgrade(Version::V1Lazy)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default()))
-        })?
-        .with_relay_client(noise::Config::new, yamux::Config::default)?
-        .with_behaviour(|key, relay_client| {
-            let id = key.public().to_peer_id();
-            let relay = relay::Behaviour::new(id, relay::Config::default());
-            Behaviour {
-                relay: Some(relay).filter(|_| mode == Mode::Relay).into(),
-                relay_client: Some(relay_client).filter(|_| mode != Mode::Relay).into(),
-                dcutr: Some(dcutr::Behaviour::new(id))
-                    .filter(|_| mode != Mode::Relay)
-                    .into(),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/libp2p-reuseport-holepunch/1".into(),
-                    key.public(),
-                )),
-                ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(1)),
-                ),
-            }
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build())
+    let behaviour = move |key: &identity::Keypair, relay_client| {
+        let id = key.public().to_peer_id();
+        let relay = relay::Behaviour::new(id, relay::Config::default());
+        Behaviour {
+            relay: Some(relay).filter(|_| mode == Mode::Relay).into(),
+            relay_client: Some(relay_client).filter(|_| mode != Mode::Relay).into(),
+            dcutr: Some(dcutr::Behaviour::new(id))
+                .filter(|_| mode != Mode::Relay)
+                .into(),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/libp2p-reuseport-holepunch/1".into(),
+                key.public(),
+            )),
+            observed: observed::Behaviour::default(),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(1))),
+        }
+    };
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
+    let builder = SwarmBuilder::with_existing_identity(keypair(args.seed)).with_tokio();
+    Ok(match args.transport {
+        Tcp::Reuseport => {
+            let config = Config::new().port_reuse(args.reuse);
+            builder
+                .with_other_transport(|key| {
+                    Ok(Transport::new(config)
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()))
+                })?
+                .with_relay_client(noise::Config::new, yamux::Config::default)?
+                .with_behaviour(behaviour)?
+                .with_swarm_config(idle)
+                .build()
+        }
+        Tcp::Libp2pTcp => builder
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_relay_client(noise::Config::new, yamux::Config::default)?
+            .with_behaviour(behaviour)?
+            .with_swarm_config(idle)
+            .build(),
+    })
 }
 
 fn is_relayed(addr: &Multiaddr) -> bool {
@@ -167,6 +208,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
             std::process::exit(2);
         }
     };
+    // `RUST_LOG=debug` (or e.g. `libp2p_dcutr=debug,libp2p_reuseport=debug`) shows what the
+    // transport and DCUtR do, on standard error.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let mut swarm = swarm(&args)?;
     let name = match args.mode {
         Mode::Relay => "relay",
@@ -197,11 +245,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
+                connection_id,
                 info,
-                ..
             })) if peer_id == relay_id && !learned => {
-                // Identify also reports it to DCUtR as our address candidate.
+                // Identify reports it to DCUtR as our address candidate, with the listening
+                // port in place of the observed one; `observed` reports it as it is.
                 say(format!("the relay observes us at {}", info.observed_addr));
+                swarm
+                    .behaviour_mut()
+                    .observed
+                    .observed(connection_id, &info.observed_addr);
                 learned = true;
                 swarm.listen_on(relay_addr.clone().with(Protocol::P2pCircuit))?;
             }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The NAT zoo: DCUtR hole punching through a relay, one cell per NAT behaviour and WAN (latency,
+# jitter, loss), with this crate and with libp2p-tcp (and go-libp2p peers) on the same network,
+# runs interleaved. Prints the table row by row and once more at the end.
+#
+#   sudo ./scripts/natzoo.sh                      # every cell, 0, 20 and 60 ms, 20 runs each
+#   sudo ./scripts/natzoo.sh --runs 5 --cell rst  # cells whose name contains "rst"
+#   sudo ./scripts/natzoo.sh --wan 20 --cell go   # the go-libp2p pairings at 20 ms
+#
+# Options: --runs N (per cell and transport, default 20), --cell NAME (repeatable, a substring of
+# the cell's name), --wan MS[,MS...] (the WANs by one-way delay: 0, 20, 60; default all).
+# It runs `cargo test --test netns -- zoo ...` (tests/netns/zoo.rs) as root. Every run builds its
+# network in fresh Linux network namespaces (prefix rpt<pid>) and removes them; if the run is
+# interrupted (Ctrl-C, a failure), this script removes what is left. Traffic stays inside the
+# namespaces. Needs root, ip (iproute2), nft (nftables), ping (iputils-ping), cargo; Go for the
+# go-libp2p cells (without it those cells fail and say why).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=20
+wan=0,20,60
+cells=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs=${2:?--runs needs a number}; shift 2 ;;
+        --cell) cells+=(--cell "${2:?--cell needs a name}"); shift 2 ;;
+        --wan) wan=${2:?--wan needs delays in ms}; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+[ "$(id -u)" = 0 ] || missing+=("root (network namespaces)")
+for tool in ip:iproute2 nft:nftables ping:iputils-ping cargo:rustup; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool%%:*} (${tool#*:})")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    printf 'natzoo needs: %s\n' "$(IFS=,; echo "${missing[*]}" | sed 's/,/, /g')" >&2
+    exit 1
+fi
+command -v go >/dev/null 2>&1 || echo "natzoo: Go is not on PATH: the go-libp2p cells will fail" >&2
+
+# Whether process $1 runs (a zombie does not).
+alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
+cleanup() {
+    # Namespaces of runs whose process is gone (the suite removes its own when it ends normally;
+    # after Ctrl-C its process may need a moment to die), and what still runs in them.
+    for ns in $(ip netns list | awk '/^rpt[0-9]/ {print $1}'); do
+        pid=${ns#rpt}
+        pid=${pid%%n*}
+        for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+        if ! alive "$pid"; then
+            for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+            ip netns del "$ns" 2>/dev/null || true
+        fi
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+cargo build --quiet --example holepunch
+LIBP2P_REUSEPORT_NETNS=1 cargo test --quiet --test netns -- zoo --runs "$runs" --wan "$wan" "${cells[@]}"

@@ -1,0 +1,384 @@
+//! Test networks: a WAN segment (a kernel bridge, or the delay line with latency, jitter and
+//! loss), routers with nftables rules (NAT, firewall, hairpinning) and hosts behind them.
+//!
+//! Interfaces: a host's is `eth0`; a router's uplink is `wan` and its LAN side is a bridge `lan`
+//! (so a router can serve several hosts, or another router behind it).
+
+use std::time::Duration;
+
+use crate::{net::Net, proc::Proc};
+
+/// The segment between the routers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Wan {
+    /// A kernel bridge: no added delay.
+    Bridge,
+    /// The delay line: `delay_ms` one way, `jitter_ms` either side of it, `loss` per frame.
+    Shaped {
+        delay_ms: u32,
+        jitter_ms: u32,
+        loss: f64,
+    },
+}
+
+impl Wan {
+    /// The one-way delay in milliseconds (0 for the bridge).
+    pub fn delay_ms(&self) -> u32 {
+        match *self {
+            Self::Bridge => 0,
+            Self::Shaped { delay_ms, .. } => delay_ms,
+        }
+    }
+
+    /// `20ms±5 1%` and the like; `0ms` for the bridge.
+    pub fn label(&self) -> String {
+        match *self {
+            Self::Bridge => "0ms".into(),
+            Self::Shaped {
+                delay_ms,
+                jitter_ms,
+                loss,
+            } => {
+                let mut label = format!("{delay_ms}ms");
+                if jitter_ms > 0 {
+                    label.push_str(&format!("±{jitter_ms}"));
+                }
+                if loss > 0.0 {
+                    label.push_str(&format!(" {}%", loss * 100.0));
+                }
+                label
+            }
+        }
+    }
+}
+
+/// Where a namespace's uplink is attached.
+#[derive(Clone, Copy, Debug)]
+pub enum Uplink<'a> {
+    /// The WAN segment.
+    Wan,
+    /// The LAN bridge of this router namespace.
+    Lan(&'a str),
+}
+
+/// How a router maps source addresses of the traffic it sends to its WAN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// `masquerade`: keeps the source port when the resulting connection is unique (a
+    /// port-preserving NAT; in practice endpoint-independent for one host per port).
+    PortPreserving,
+    /// `masquerade fully-random`: a random public port per connection (a symmetric NAT).
+    Random,
+}
+
+/// A router's nftables rules. Unsolicited inbound traffic from the WAN is dropped silently unless
+/// `reset` is set.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    /// Answer unsolicited inbound TCP from the WAN with a RST (as many home routers do).
+    pub reset: bool,
+    /// IPv4 source NAT to the WAN address; `None` routes without NAT.
+    pub nat4: Option<Mapping>,
+    /// IPv6 source NAT (NAT66); `None` is a plain stateful firewall.
+    pub nat6: Option<Mapping>,
+    /// Static source NAT before the mapping: `(inside IP, source port, public "ip:port")`.
+    pub snat: Vec<(String, u16, String)>,
+    /// Hairpinning: traffic from the LAN to `(public IP, port)` goes to `inside "ip:port"`, its
+    /// source translated to the public IP, as if it had come back in from the WAN.
+    pub hairpin: Vec<(String, u16, String)>,
+    /// The LAN prefix, for the hairpin's source translation.
+    pub lan4: Option<String>,
+}
+
+impl Rules {
+    /// A home router: port-preserving NAT for IPv4, a stateful firewall for IPv6.
+    pub fn home() -> Self {
+        Self {
+            nat4: Some(Mapping::PortPreserving),
+            ..Self::default()
+        }
+    }
+
+    /// A symmetric NAT for IPv4 and IPv6 (a random public port per connection).
+    pub fn symmetric() -> Self {
+        Self {
+            nat4: Some(Mapping::Random),
+            nat6: Some(Mapping::Random),
+            ..Self::default()
+        }
+    }
+
+    /// This router with unsolicited inbound TCP answered by a RST.
+    pub fn resetting(self) -> Self {
+        Self {
+            reset: true,
+            ..self
+        }
+    }
+
+    /// The nftables ruleset.
+    fn ruleset(&self) -> String {
+        let reset = if self.reset {
+            "    iifname \"wan\" meta l4proto tcp reject with tcp reset\n"
+        } else {
+            ""
+        };
+        let hairpin_forward = if self.hairpin.is_empty() {
+            ""
+        } else {
+            "    iifname \"lan\" oifname \"lan\" accept\n"
+        };
+        let mut rules = format!(
+            "table inet fw {{
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname \"wan\" ct state established,related accept
+    iifname \"wan\" icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept
+{reset}    iifname \"wan\" drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    ct state invalid drop
+    ct state established,related accept
+    iifname \"lan\" oifname \"wan\" accept
+{hairpin_forward}{reset}  }}
+}}
+"
+        );
+        let mut pre = String::new();
+        let mut post = String::new();
+        for (public, port, inside) in &self.hairpin {
+            pre.push_str(&format!(
+                "    iifname \"lan\" ip daddr {public} tcp dport {port} dnat to {inside}\n"
+            ));
+        }
+        if let (Some((public, _, _)), Some(lan)) = (self.hairpin.first(), &self.lan4) {
+            post.push_str(&format!(
+                "    oifname \"lan\" ip saddr {lan} ct status dnat snat to {public}\n"
+            ));
+        }
+        for (inside, port, public) in &self.snat {
+            post.push_str(&format!(
+                "    oifname \"wan\" ip saddr {inside} tcp sport {port} snat to {public}\n"
+            ));
+        }
+        if let Some(mapping) = self.nat4 {
+            post.push_str(&format!("    oifname \"wan\" {}\n", masquerade(mapping)));
+        }
+        if !pre.is_empty() || !post.is_empty() {
+            rules.push_str(&format!(
+                "table ip nat {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+{pre}  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+{post}  }}
+}}
+"
+            ));
+        }
+        if let Some(mapping) = self.nat6 {
+            rules.push_str(&format!(
+                "table ip6 nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"wan\" {}
+  }}
+}}
+",
+                masquerade(mapping)
+            ));
+        }
+        rules
+    }
+}
+
+fn masquerade(mapping: Mapping) -> &'static str {
+    match mapping {
+        Mapping::PortPreserving => "masquerade",
+        Mapping::Random => "masquerade fully-random",
+    }
+}
+
+/// A test network. Dropping it stops the delay line and deletes every namespace; processes
+/// started in its namespaces must be gone first.
+pub struct Bed {
+    /// Declared first: dropped (killed) before the namespaces go.
+    delay_line: Option<Proc>,
+    net: Net,
+    wan_ns: String,
+    next_port: usize,
+}
+
+impl Bed {
+    pub fn new(wan: Wan) -> Self {
+        let mut net = Net::new();
+        let wan_ns = net.ns("wan");
+        let delay_line = match wan {
+            Wan::Bridge => {
+                net.bridge(&wan_ns, "br0");
+                None
+            }
+            Wan::Shaped {
+                delay_ms,
+                jitter_ms,
+                loss,
+            } => {
+                let exe = std::env::current_exe().expect("test binary");
+                let mut proc = Proc::spawn(
+                    &wan_ns,
+                    "delay line",
+                    &exe,
+                    &[
+                        "--delay-ms",
+                        &delay_ms.to_string(),
+                        "--jitter-ms",
+                        &jitter_ms.to_string(),
+                        "--loss",
+                        &loss.to_string(),
+                    ],
+                    &[("NETNS_ROLE", "delayline")],
+                );
+                proc.expect("READY", Duration::from_secs(10));
+                Some(proc)
+            }
+        };
+        Self {
+            delay_line,
+            net,
+            wan_ns,
+            next_port: 0,
+        }
+    }
+
+    /// Attaches `dev` of `ns` to `uplink`.
+    fn attach(&mut self, uplink: Uplink<'_>, ns: &str, dev: &str) {
+        let k = self.next_port;
+        self.next_port += 1;
+        match (uplink, self.delay_line.as_mut()) {
+            (Uplink::Wan, None) => {
+                self.net
+                    .plug(&self.wan_ns, "br0", &format!("p{k}"), ns, dev);
+            }
+            (Uplink::Wan, Some(delay_line)) => {
+                let tap = format!("dl{k}");
+                delay_line.send(&format!("tap {tap}"));
+                delay_line.expect(&format!("TAP {tap}"), Duration::from_secs(10));
+                self.net.move_dev(&self.wan_ns, &tap, ns, dev);
+            }
+            (Uplink::Lan(router), _) => {
+                self.net.plug(router, "lan", &format!("l{k}"), ns, dev);
+            }
+        }
+    }
+
+    /// A host with `eth0` on `uplink`, its addresses (`ip/len`) and routes (`ip route add`
+    /// specs, e.g. `default via 10.0.1.1`).
+    pub fn host(
+        &mut self,
+        role: &str,
+        uplink: Uplink<'_>,
+        addrs: &[&str],
+        routes: &[&str],
+    ) -> String {
+        let ns = self.net.ns(role);
+        self.attach(uplink, &ns, "eth0");
+        self.configure(&ns, "eth0", addrs, routes);
+        ns
+    }
+
+    /// A router with `wan` on `uplink` and a LAN bridge `lan`, forwarding, and `rules`.
+    pub fn router(
+        &mut self,
+        role: &str,
+        uplink: Uplink<'_>,
+        wan_addrs: &[&str],
+        lan_addrs: &[&str],
+        routes: &[&str],
+        rules: &Rules,
+    ) -> String {
+        let ns = self.net.ns(role);
+        self.attach(uplink, &ns, "wan");
+        self.net.bridge(&ns, "lan");
+        self.configure(&ns, "wan", wan_addrs, routes);
+        self.configure(&ns, "lan", lan_addrs, &[]);
+        self.net.sysctl(&ns, "net.ipv4.ip_forward=1");
+        self.net.sysctl(&ns, "net.ipv6.conf.all.forwarding=1");
+        self.net.nft(&ns, &rules.ruleset());
+        ns
+    }
+
+    fn configure(&self, ns: &str, dev: &str, addrs: &[&str], routes: &[&str]) {
+        for addr in addrs {
+            self.net.addr(ns, dev, addr);
+        }
+        for route in routes {
+            self.net.route(ns, route);
+        }
+    }
+}
+
+/// The usual network: a public host on the WAN, and two hosts each behind its own router.
+///
+/// ```text
+///   a 10.0.1.2 2001:db8:1::2          b 10.0.2.2 2001:db8:2::2
+///        |                                  |
+///   ra lan 10.0.1.1                    rb lan 10.0.2.1
+///   ra wan 192.31.196.1 2001:db8::1     rb wan 192.31.196.2 2001:db8::2
+///        \______________ WAN _______________/
+///                         |
+///        public 192.31.196.10, .11, 2001:db8::10, ::11
+/// ```
+pub struct TwoNats {
+    pub public: String,
+    pub ra: String,
+    pub a: String,
+    pub b: String,
+}
+
+impl TwoNats {
+    pub fn build(bed: &mut Bed, rules_a: &Rules, rules_b: &Rules) -> Self {
+        let public = bed.host(
+            "pub",
+            Uplink::Wan,
+            &[
+                "192.31.196.10/24",
+                "192.31.196.11/24",
+                "2001:db8::10/64",
+                "2001:db8::11/64",
+            ],
+            &[
+                "2001:db8:1::/64 via 2001:db8::1",
+                "2001:db8:2::/64 via 2001:db8::2",
+            ],
+        );
+        let (ra, a) = home(bed, 1, rules_a);
+        let (_, b) = home(bed, 2, rules_b);
+        Self { public, ra, a, b }
+    }
+}
+
+/// Router `r<n>` on the WAN at 192.31.196.`n` and 2001:db8::`n`, its LAN 10.0.`n`.0/24 and
+/// 2001:db8:`n`::/64, and host `h<n>` at .2 behind it. Returns (router, host).
+pub fn home(bed: &mut Bed, n: u8, rules: &Rules) -> (String, String) {
+    let other = 3 - n;
+    let router = bed.router(
+        &format!("r{n}"),
+        Uplink::Wan,
+        &[&format!("192.31.196.{n}/24"), &format!("2001:db8::{n}/64")],
+        &[&format!("10.0.{n}.1/24"), &format!("2001:db8:{n}::1/64")],
+        &[&format!("2001:db8:{other}::/64 via 2001:db8::{other}")],
+        rules,
+    );
+    let host = bed.host(
+        &format!("h{n}"),
+        Uplink::Lan(&router),
+        &[&format!("10.0.{n}.2/24"), &format!("2001:db8:{n}::2/64")],
+        &[
+            &format!("default via 10.0.{n}.1"),
+            &format!("default via 2001:db8:{n}::1"),
+        ],
+    );
+    (router, host)
+}

@@ -1,0 +1,724 @@
+//! The NAT zoo: DCUtR hole punching through a relay, one cell per NAT behaviour and WAN, with
+//! this crate and with libp2p-tcp on the same network, same trials, interleaved run by run.
+//!
+//! Every run builds its network afresh (no conntrack state carries over), starts the
+//! `holepunch` example as relay (on the WAN), `listen` (with a reservation, behind the NAT
+//! under test) and `dial` (opens the circuit to `listen`; DCUtR then makes both dial each
+//! other), and reads `dial`'s verdict: a direct connection that carried a ping, to the address
+//! the NATs should expose, or none while the circuit was open.
+
+use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    bed::{Bed, Rules, TwoNats, Uplink, Wan, home},
+    go_peer,
+    proc::Proc,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+/// The transport a run's three nodes use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    /// This crate (`with_other_transport`).
+    Reuseport,
+    /// rust-libp2p's libp2p-tcp (`with_tcp`).
+    Libp2pTcp,
+}
+
+impl Impl {
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Reuseport => "reuseport",
+            Self::Libp2pTcp => "libp2p-tcp",
+        }
+    }
+}
+
+/// What the NATs of a cell permit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// A hole punch: a direct connection to this address (as `dial` sees it).
+    Punch(&'static str),
+    /// A hole punch only if the two SYNs cross within the WAN's one-way delay: NATs on both
+    /// sides answer a SYN that arrives before their own host's with a RST, which also closes the
+    /// mapping the refused side's SYN had opened. Judged against libp2p-tcp only.
+    Race(&'static str),
+    /// No direct connection, by the NATs' rules or because port reuse is off: a control. The
+    /// circuit must open.
+    None,
+}
+
+/// Where the roles of a run go, on a network built for it.
+pub struct Layout {
+    pub relay: (String, &'static str),
+    pub listen: (String, &'static str),
+    pub dial: (String, &'static str),
+    /// More `listen` peers, started before `listen` (another host behind the same NAT).
+    pub others: Vec<(String, &'static str)>,
+}
+
+/// One behaviour of the zoo at one WAN.
+#[derive(Clone, Copy)]
+pub struct Cell {
+    pub name: &'static str,
+    pub wan: Wan,
+    pub expect: Expect,
+    /// Run this crate with port reuse off (a control; libp2p-tcp cannot turn it off).
+    pub no_reuse: bool,
+    /// Which roles the go-libp2p peer plays; the rust side plays the others.
+    pub go: Option<GoRoles>,
+    pub build: fn(&mut Bed) -> Layout,
+}
+
+/// The roles go-libp2p (`tests/interop/go`) plays in a cell.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoRoles {
+    pub relay: bool,
+    pub listen: bool,
+    pub dial: bool,
+}
+
+const RELAY4: &str = "/ip4/192.31.196.10/tcp/4001";
+const RELAY6: &str = "/ip6/2001:db8::10/tcp/4001";
+const ANY4: &str = "/ip4/0.0.0.0/tcp/4001";
+const ANY6: &str = "/ip6/::/tcp/4001";
+
+fn two_nats(bed: &mut Bed, a: &Rules, b: &Rules, v6: bool) -> Layout {
+    let net = TwoNats::build(bed, a, b);
+    let (relay, any) = if v6 { (RELAY6, ANY6) } else { (RELAY4, ANY4) };
+    Layout {
+        relay: (net.public, relay),
+        listen: (net.a, any),
+        dial: (net.b, any),
+        others: Vec::new(),
+    }
+}
+
+fn port_preserving(bed: &mut Bed) -> Layout {
+    two_nats(bed, &Rules::home(), &Rules::home(), false)
+}
+
+fn reset_listen_side(bed: &mut Bed) -> Layout {
+    two_nats(bed, &Rules::home().resetting(), &Rules::home(), false)
+}
+
+fn reset_dial_side(bed: &mut Bed) -> Layout {
+    two_nats(bed, &Rules::home(), &Rules::home().resetting(), false)
+}
+
+fn reset_both(bed: &mut Bed) -> Layout {
+    let rules = Rules::home().resetting();
+    two_nats(bed, &rules, &rules, false)
+}
+
+/// NAT A maps 10.0.1.2:4001 to 192.31.196.1:5001 for every destination.
+fn translating(bed: &mut Bed) -> Layout {
+    let rules = Rules {
+        snat: vec![("10.0.1.2".into(), 4001, "192.31.196.1:5001".into())],
+        ..Rules::home()
+    };
+    two_nats(bed, &rules, &Rules::home(), false)
+}
+
+/// Two hosts behind NAT A listen on 4001: 10.0.1.2 keeps public port 4001, the NAT maps
+/// 10.0.1.3:4001 to 192.31.196.1:4101 for every destination. `listen` is the remapped host.
+fn two_hosts(bed: &mut Bed) -> Layout {
+    let rules = Rules {
+        snat: vec![("10.0.1.3".into(), 4001, "192.31.196.1:4101".into())],
+        ..Rules::home()
+    };
+    let net = TwoNats::build(bed, &rules, &Rules::home());
+    let second = bed.host(
+        "h1b",
+        Uplink::Lan(&net.ra),
+        &["10.0.1.3/24"],
+        &["default via 10.0.1.1"],
+    );
+    Layout {
+        relay: (net.public, RELAY4),
+        listen: (second, ANY4),
+        dial: (net.b, ANY4),
+        others: vec![(net.a, ANY4)],
+    }
+}
+
+/// A behind a home NAT (10.0.1.0/24 -> 100.64.0.2) behind a carrier-grade NAT
+/// (100.64.0.0/24 -> 192.31.196.1); B behind one home NAT.
+fn double_nat(bed: &mut Bed) -> Layout {
+    let public = relay_host(bed);
+    let cgnat = bed.router(
+        "cg",
+        Uplink::Wan,
+        &["192.31.196.1/24"],
+        &["100.64.0.1/24"],
+        &[],
+        &Rules::home(),
+    );
+    let router = bed.router(
+        "r1",
+        Uplink::Lan(&cgnat),
+        &["100.64.0.2/24"],
+        &["10.0.1.1/24"],
+        &["default via 100.64.0.1"],
+        &Rules::home(),
+    );
+    let a = bed.host(
+        "h1",
+        Uplink::Lan(&router),
+        &["10.0.1.2/24"],
+        &["default via 10.0.1.1"],
+    );
+    let (_, b) = home(bed, 2, &Rules::home());
+    Layout {
+        relay: (public, RELAY4),
+        listen: (a, ANY4),
+        dial: (b, ANY4),
+        others: Vec::new(),
+    }
+}
+
+/// `listen` behind NAT A, `dial` on a public address: DCUtR's connection reversal.
+fn one_public(bed: &mut Bed) -> Layout {
+    let public = relay_host(bed);
+    let (_, a) = home(bed, 1, &Rules::home());
+    let b = bed.host("pb", Uplink::Wan, &["192.31.196.20/24"], &[]);
+    Layout {
+        relay: (public, RELAY4),
+        listen: (a, ANY4),
+        dial: (b, ANY4),
+        others: Vec::new(),
+    }
+}
+
+/// Both peers behind one NAT, `listen` on 10.0.1.2:4001, `dial` on 10.0.1.3:4002.
+fn same_nat(bed: &mut Bed, hairpin: bool) -> Layout {
+    let public = relay_host(bed);
+    let mut rules = Rules::home();
+    if hairpin {
+        rules.hairpin = vec![
+            ("192.31.196.1".into(), 4001, "10.0.1.2:4001".into()),
+            ("192.31.196.1".into(), 4002, "10.0.1.3:4002".into()),
+        ];
+        rules.lan4 = Some("10.0.1.0/24".into());
+    }
+    let (router, a) = home(bed, 1, &rules);
+    let b = bed.host(
+        "h1b",
+        Uplink::Lan(&router),
+        &["10.0.1.3/24"],
+        &["default via 10.0.1.1"],
+    );
+    Layout {
+        relay: (public, RELAY4),
+        listen: (a, ANY4),
+        dial: (b, "/ip4/0.0.0.0/tcp/4002"),
+        others: Vec::new(),
+    }
+}
+
+fn hairpin_on(bed: &mut Bed) -> Layout {
+    same_nat(bed, true)
+}
+
+fn hairpin_off(bed: &mut Bed) -> Layout {
+    same_nat(bed, false)
+}
+
+fn firewalls6(bed: &mut Bed) -> Layout {
+    two_nats(bed, &Rules::home(), &Rules::home(), true)
+}
+
+fn symmetric4(bed: &mut Bed) -> Layout {
+    two_nats(bed, &Rules::symmetric(), &Rules::home(), false)
+}
+
+fn symmetric6(bed: &mut Bed) -> Layout {
+    two_nats(bed, &Rules::symmetric(), &Rules::home(), true)
+}
+
+/// The relay's host on the WAN, 192.31.196.10.
+fn relay_host(bed: &mut Bed) -> String {
+    bed.host("pub", Uplink::Wan, &["192.31.196.10/24"], &[])
+}
+
+pub const W0: Wan = Wan::Bridge;
+pub const W20: Wan = Wan::Shaped {
+    delay_ms: 20,
+    jitter_ms: 5,
+    loss: 0.01,
+};
+pub const W60: Wan = Wan::Shaped {
+    delay_ms: 60,
+    jitter_ms: 10,
+    loss: 0.01,
+};
+
+const A_4001: Expect = Expect::Punch("192.31.196.1:4001");
+
+fn cell(name: &'static str, wan: Wan, expect: Expect, build: fn(&mut Bed) -> Layout) -> Cell {
+    Cell {
+        name,
+        wan,
+        expect,
+        no_reuse: false,
+        go: None,
+        build,
+    }
+}
+
+/// Every cell, in table order.
+pub fn cells() -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for wan in [W0, W20, W60] {
+        let both = match wan {
+            Wan::Bridge => Expect::Race("192.31.196.1:4001"),
+            Wan::Shaped { .. } => A_4001,
+        };
+        cells.extend([
+            cell("port-preserving", wan, A_4001, port_preserving),
+            cell("rst-listen-side", wan, A_4001, reset_listen_side),
+            cell("rst-dial-side", wan, A_4001, reset_dial_side),
+            cell("rst-both", wan, both, reset_both),
+        ]);
+    }
+    for wan in [W20, W60] {
+        cells.extend([
+            cell(
+                "port-translating",
+                wan,
+                Expect::Punch("192.31.196.1:5001"),
+                translating,
+            ),
+            cell(
+                "two-hosts-one-port",
+                wan,
+                Expect::Punch("192.31.196.1:4101"),
+                two_hosts,
+            ),
+            cell("double-nat", wan, A_4001, double_nat),
+            cell("one-public", wan, A_4001, one_public),
+            cell("hairpin-on", wan, A_4001, hairpin_on),
+            cell("hairpin-off", wan, Expect::None, hairpin_off),
+        ]);
+    }
+    for wan in [W0, W20, W60] {
+        cells.push(cell(
+            "ipv6-firewalls",
+            wan,
+            Expect::Punch("[2001:db8:1::2]:4001"),
+            firewalls6,
+        ));
+    }
+    for wan in [W0, W20] {
+        for (name, roles) in [
+            ("go-listens", GO_LISTENS),
+            ("go-dials", GO_DIALS),
+            (
+                "go-listens-go-relay",
+                GoRoles {
+                    relay: true,
+                    ..GO_LISTENS
+                },
+            ),
+            (
+                "go-dials-go-relay",
+                GoRoles {
+                    relay: true,
+                    ..GO_DIALS
+                },
+            ),
+        ] {
+            cells.push(Cell {
+                go: Some(roles),
+                ..cell(name, wan, A_4001, port_preserving)
+            });
+        }
+    }
+    cells.push(cell("control-symmetric", W20, Expect::None, symmetric4));
+    cells.push(cell("control-symmetric-v6", W20, Expect::None, symmetric6));
+    cells.push(Cell {
+        no_reuse: true,
+        ..cell("control-reuse-off", W20, Expect::None, port_preserving)
+    });
+    cells.push(Cell {
+        go: Some(GO_LISTENS),
+        ..cell("control-go-symmetric", W20, Expect::None, symmetric4)
+    });
+    cells.push(Cell {
+        go: Some(GO_LISTENS),
+        no_reuse: true,
+        ..cell("control-go-reuse-off", W20, Expect::None, port_preserving)
+    });
+    cells
+}
+
+const GO_LISTENS: GoRoles = GoRoles {
+    relay: false,
+    listen: true,
+    dial: false,
+};
+
+const GO_DIALS: GoRoles = GoRoles {
+    relay: false,
+    listen: false,
+    dial: true,
+};
+
+/// What one run did.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// A direct connection to the expected address carried a ping; ms from circuit to it.
+    Direct(f64),
+    /// The circuit opened, no direct connection came (or one to an unexpected address).
+    NoDirect(String),
+    /// The run did not get as far as the circuit.
+    Broken(String),
+}
+
+/// The `holepunch` example binary next to this test binary, built if missing.
+pub fn holepunch_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let binary = profile_dir.join("examples/holepunch");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build
+            .args(["build", "--example", "holepunch", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example holepunch failed");
+    }
+    binary
+}
+
+/// The last word of a line: a peer id.
+fn last_word(line: &str) -> String {
+    line.rsplit(' ').next().unwrap_or_default().to_string()
+}
+
+/// `ip:port` of the first multiaddr in `line` after " at ".
+fn socket_of(line: &str) -> String {
+    let addr = line
+        .split(" at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    let parts: Vec<&str> = addr.split('/').collect();
+    match parts.as_slice() {
+        ["", "ip4", ip, "tcp", port, ..] => format!("{ip}:{port}"),
+        ["", "ip6", ip, "tcp", port, ..] => format!("[{ip}]:{port}"),
+        _ => addr.to_string(),
+    }
+}
+
+/// One run of `cell` with `which`, on a fresh network.
+pub fn punch_once(cell: &Cell, which: Impl, timeout: Duration) -> Outcome {
+    let mut bed = Bed::new(cell.wan);
+    let layout = (cell.build)(&mut bed);
+    let mut procs: Vec<Proc> = Vec::new();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        run_roles(cell, which, timeout, &layout, &mut procs)
+    }));
+    let outcome = result.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Outcome::Broken(why)
+    });
+    if std::env::var_os("ZOO_VERBOSE").is_some() && !matches!(outcome, Outcome::Direct(_)) {
+        for proc in &mut procs {
+            proc.drain();
+            eprintln!("--- {} ---\n{}", proc.name(), proc.log.join("\n"));
+        }
+    }
+    // The processes go before the network.
+    drop(procs);
+    drop(bed);
+    outcome
+}
+
+/// A program to start for one role, and the arguments it takes for `role`.
+struct Node {
+    program: PathBuf,
+    /// `--transport` for the rust example; none for the go peer.
+    transport: Option<&'static str>,
+    /// Port reuse off (a control; only this crate's side).
+    no_reuse: bool,
+}
+
+impl Node {
+    fn spawn(&self, ns: &str, name: &str, mut args: Vec<String>) -> Proc {
+        if let Some(transport) = self.transport {
+            args.extend(["--transport".into(), transport.into()]);
+        }
+        if self.no_reuse {
+            args.push("--no-reuse".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(ns, name, &self.program, &args, &[])
+    }
+}
+
+fn run_roles(
+    cell: &Cell,
+    which: Impl,
+    timeout: Duration,
+    layout: &Layout,
+    procs: &mut Vec<Proc>,
+) -> Outcome {
+    let rust = Node {
+        program: holepunch_binary(),
+        transport: Some(which.flag()),
+        no_reuse: cell.no_reuse && which == Impl::Reuseport,
+    };
+    let go = match cell.go {
+        Some(_) => match go_peer::binary() {
+            Ok(program) => Some(Node {
+                program: program.clone(),
+                transport: None,
+                no_reuse: false,
+            }),
+            Err(why) => return Outcome::Broken(format!("the go peer is NOT AVAILABLE: {why}")),
+        },
+        None => None,
+    };
+    let node = |go_plays: bool| match (&go, go_plays) {
+        (Some(go), true) => go,
+        _ => &rust,
+    };
+    let go_role = cell.go.unwrap_or_default();
+    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+
+    let mut relay = node(go_role.relay).spawn(
+        &layout.relay.0,
+        "relay",
+        strings(&["relay", "--listen", layout.relay.1, "--seed", "1"]),
+    );
+    let relay_id = last_word(&relay.expect("relay: peer", T));
+    relay.expect("relay: listening on", T);
+    procs.push(relay);
+    let relay_addr = format!("{}/p2p/{relay_id}", layout.relay.1);
+    let seconds = timeout.as_secs().to_string();
+    let common = |listen: &str| {
+        strings(&[
+            "--relay",
+            &relay_addr,
+            "--listen",
+            listen,
+            "--timeout",
+            &seconds,
+        ])
+    };
+    for (k, (ns, listen)) in layout.others.iter().enumerate() {
+        let mut args = strings(&["listen", "--seed", &(10 + k).to_string()]);
+        args.extend(common(listen));
+        let mut other = rust.spawn(ns, "other", args);
+        other.expect("listen: reservation accepted", T);
+        procs.push(other);
+    }
+    let mut args = strings(&["listen", "--seed", "2"]);
+    args.extend(common(layout.listen.1));
+    let mut listen = node(go_role.listen).spawn(&layout.listen.0, "listen", args);
+    let listen_id = last_word(&listen.expect("listen: peer", T));
+    listen.expect("listen: reservation accepted", T * 2);
+    procs.push(listen);
+    let mut args = strings(&["dial", "--seed", "3", "--peer", &listen_id]);
+    args.extend(common(layout.dial.1));
+    let mut dial = node(go_role.dial).spawn(&layout.dial.0, "dial", args);
+    let status = dial.finish(timeout + T * 3);
+    let result = dial.log.iter().find(|l| l.starts_with("RESULT")).cloned();
+    let circuit = dial.log.iter().any(|l| l.contains("circuit with"));
+    let direct_to = dial
+        .log
+        .iter()
+        .find(|l| l.starts_with("dial: direct connection"))
+        .map(|l| socket_of(l));
+    let outcome = match (status.map(|s| s.success()), result, cell.expect) {
+        (Some(true), Some(line), expect) if line.contains("direct=true") => {
+            let ms: f64 = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("ms="))
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(f64::NAN);
+            match (expect, direct_to) {
+                (Expect::Punch(want) | Expect::Race(want), Some(to)) if to != want => {
+                    Outcome::NoDirect(format!("direct connection to {to}, expected {want}"))
+                }
+                _ => Outcome::Direct(ms),
+            }
+        }
+        (_, Some(line), _) if line.contains("direct=false") && circuit => {
+            Outcome::NoDirect(String::new())
+        }
+        _ => Outcome::Broken(format!(
+            "no verdict (status {status:?}):\n{}",
+            dial.log.join("\n")
+        )),
+    };
+    procs.push(dial);
+    outcome
+}
+
+/// The figures of one cell for one transport.
+#[derive(Default)]
+struct Tally {
+    direct: usize,
+    runs: usize,
+    broken: usize,
+    times: Vec<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: &Outcome) {
+        self.runs += 1;
+        match outcome {
+            Outcome::Direct(ms) => {
+                self.direct += 1;
+                self.times.push(*ms);
+            }
+            Outcome::NoDirect(_) => {}
+            Outcome::Broken(_) => self.broken += 1,
+        }
+    }
+
+    fn median(&mut self) -> String {
+        self.times.sort_by(f64::total_cmp);
+        match self.times.get(self.times.len() / 2) {
+            Some(ms) => format!("{ms:.0}"),
+            None => "-".into(),
+        }
+    }
+}
+
+/// Runs `runs` trials of each selected cell (by name, and by the WAN's one-way delay in ms), both transports interleaved (the order alternates
+/// run by run), prints the table row by row, and returns it with the cells that failed their
+/// expectation.
+pub fn run(runs: usize, names: &[String], wans: &[u32]) -> (Vec<String>, Vec<String>) {
+    let selected: Vec<Cell> = cells()
+        .into_iter()
+        .filter(|c| names.is_empty() || names.iter().any(|n| c.name.contains(n.as_str())))
+        .filter(|c| wans.contains(&c.wan.delay_ms()))
+        .collect();
+    let mut table = vec![
+        "| cell | WAN one-way delay, loss | runs | this crate: direct | libp2p-tcp: direct | \
+         this crate: median ms circuit→direct | libp2p-tcp: median ms | NATs permit a punch |"
+            .to_string(),
+        "|---|---|---:|---:|---:|---:|---:|---|".to_string(),
+    ];
+    for line in &table {
+        println!("{line}");
+    }
+    let mut failures = Vec::new();
+    for cell in &selected {
+        let started = Instant::now();
+        let impls: &[Impl] = if cell.no_reuse {
+            &[Impl::Reuseport]
+        } else {
+            &[Impl::Reuseport, Impl::Libp2pTcp]
+        };
+        // A punch that works takes well under a second from the circuit (a SYN lost on the WAN
+        // costs one more second): 15 s bound a run that does not punch.
+        let timeout = match cell.expect {
+            Expect::Punch(_) | Expect::Race(_) => Duration::from_secs(15),
+            Expect::None => Duration::from_secs(12),
+        };
+        let mut tallies = [Tally::default(), Tally::default()];
+        for run in 0..runs {
+            for k in 0..impls.len() {
+                let i = (k + run) % impls.len();
+                let outcome = punch_once(cell, impls[i], timeout);
+                let why = match &outcome {
+                    Outcome::Direct(_) => None,
+                    Outcome::NoDirect(why) => Some(format!("no direct connection {why}")),
+                    Outcome::Broken(why) => Some(format!("broken run: {why}")),
+                };
+                if let Some(why) = why {
+                    eprintln!(
+                        "zoo {} {} {} run {}: {why}",
+                        cell.name,
+                        cell.wan.label(),
+                        impls[i].flag(),
+                        run + 1,
+                    );
+                }
+                tallies[i].add(&outcome);
+            }
+        }
+        let [mut ours, mut tcp] = tallies;
+        let (tcp_direct, tcp_median) = if impls.len() == 2 {
+            (tcp.direct.to_string(), tcp.median())
+        } else {
+            ("n/a".to_string(), "n/a".to_string())
+        };
+        let permits = match cell.expect {
+            Expect::Punch(addr) => format!("yes ({addr})"),
+            Expect::Race(addr) => format!("if the SYNs cross ({addr})"),
+            Expect::None => "no".into(),
+        };
+        let ours_median = ours.median();
+        let row = format!(
+            "| {} | {} | {runs} | {} | {tcp_direct} | {ours_median} | {tcp_median} | {permits} |",
+            cell.name,
+            cell.wan.label(),
+            ours.direct,
+        );
+        println!("{row}   ({:.0} s)", started.elapsed().as_secs_f64());
+        table.push(row);
+        if let Some(why) = judge(cell, runs, &ours, &tcp, impls.len() == 2) {
+            failures.push(format!("{} {}: {why}", cell.name, cell.wan.label()));
+        }
+    }
+    (table, failures)
+}
+
+/// Whether a cell met its expectation: where the NATs permit a punch, all runs but one at most
+/// got a direct connection and at least as many as libp2p-tcp; elsewhere none did, and every
+/// run got as far as the circuit.
+fn judge(cell: &Cell, runs: usize, ours: &Tally, tcp: &Tally, compared: bool) -> Option<String> {
+    match cell.expect {
+        Expect::Race(_) => (compared && ours.direct < tcp.direct).then(|| {
+            format!(
+                "{} direct connections, libp2p-tcp {}",
+                ours.direct, tcp.direct
+            )
+        }),
+        Expect::Punch(_) => {
+            if ours.direct + 1 < runs {
+                return Some(format!("{} of {runs} direct connections", ours.direct));
+            }
+            if compared && ours.direct < tcp.direct {
+                return Some(format!(
+                    "{} direct connections, libp2p-tcp {}",
+                    ours.direct, tcp.direct
+                ));
+            }
+            None
+        }
+        Expect::None => {
+            if ours.direct > 0 {
+                return Some(format!("{} direct connections in a control", ours.direct));
+            }
+            if ours.broken > 0 {
+                return Some(format!(
+                    "{} runs did not open the circuit, so the control proves nothing",
+                    ours.broken
+                ));
+            }
+            None
+        }
+    }
+}
