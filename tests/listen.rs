@@ -229,13 +229,24 @@ fn outside_a_tokio_runtime_listen_and_dial_fail_cleanly() {
 
 #[tokio::test]
 async fn ipv4_and_ipv6_wildcards_share_a_port_number() {
-    // IPV6_V6ONLY keeps [::]:port from also taking 0.0.0.0:port.
-    let mut t = transport();
-    t.listen_on(ListenerId::next(), ma("/ip6/::/tcp/0"))
-        .unwrap();
-    let port = t.port_reuse().listen_addrs()[0].port();
-    let mut other = Transport::new(Config::new().port_reuse(false));
-    other
-        .listen_on(ListenerId::next(), ma(&format!("/ip4/0.0.0.0/tcp/{port}")))
-        .expect("IPv4 wildcard on the IPv6 wildcard's port");
+    // IPV6_V6ONLY keeps [::]:port from also taking 0.0.0.0:port. The kernel picks the IPv6
+    // port without looking at IPv4, so another process may hold 0.0.0.0:port already: such a
+    // port (still taken once our IPv6 listener is gone) is tried again with a new one.
+    for _ in 0..20 {
+        let mut t = transport();
+        t.listen_on(ListenerId::next(), ma("/ip6/::/tcp/0"))
+            .unwrap();
+        let port = t.port_reuse().listen_addrs()[0].port();
+        let mut other = Transport::new(Config::new().port_reuse(false));
+        let v4 = ma(&format!("/ip4/0.0.0.0/tcp/{port}"));
+        match other.listen_on(ListenerId::next(), v4) {
+            Ok(()) => return,
+            Err(e) => {
+                drop(t);
+                let free = std::net::TcpListener::bind(("0.0.0.0", port)).is_ok();
+                assert!(!free, "the IPv6 wildcard on {port} kept IPv4 from it: {e}");
+            }
+        }
+    }
+    panic!("20 ports in a row were taken on IPv4 by other processes");
 }
