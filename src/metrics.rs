@@ -185,6 +185,12 @@ mod imp {
                     table.live_connections(),
                 ),
                 (
+                    "accepted_pairs",
+                    "Open connections that listeners registered for port reuse accepted: a dial \
+                     from that listening address to their remote passes over their pair.",
+                    table.accepted_connections(),
+                ),
+                (
                     "closing_pairs",
                     "Dropped connections on a listening port (outbound from it or accepted by \
                      its listener) whose remote has not closed yet: their (local, remote) pair is \

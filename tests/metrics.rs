@@ -27,7 +27,8 @@ mod with_feature {
     const PREFIX: &str = "libp2p_reuseport_";
 
     /// Every series the transport registers, by name without the prefix, all at zero.
-    const SERIES: [&str; 14] = [
+    const SERIES: [&str; 15] = [
+        r#"accepted_pairs"#,
         r#"accepts_total"#,
         r#"closing_pairs"#,
         r#"closing_sockets"#,
@@ -134,8 +135,17 @@ mod with_feature {
 
         // Two connections to a's listener, closed by b first: a's accepted ends read the end of
         // stream, so their pairs are not held after them.
-        for _ in 0..2 {
+        for k in 0..2 {
             let (dialed, accepted, _) = connect(&mut b, &mut a, a_addr, PortUse::New).await;
+            assert_eq!(
+                read(&registry),
+                now(&[
+                    ("listen_addresses", 1),
+                    ("open_pairs", 1),
+                    ("accepted_pairs", 1),
+                    ("accepts_total", k + 1)
+                ])
+            );
             close_remote_first(accepted, dialed).await;
         }
         assert_eq!(
@@ -266,13 +276,14 @@ mod with_feature {
             }
         }
         drop(hog);
-        // Kept open: dropped before its client, it would count as a closing pair.
+        // Kept open (an accepted pair): dropped before its client, it would be a closing pair.
         let _accepted = accept(&mut t).await;
         assert_eq!(
             read(&registry),
             expect(&[
                 ("listener_errors_total", errors),
                 ("accepts_total", 1),
+                ("accepted_pairs", 1),
                 ("listen_addresses", 1),
             ])
         );
