@@ -21,6 +21,10 @@ use crate::{
 
 const T: Duration = Duration::from_secs(10);
 
+/// From this many runs per cell on, a cell fails when this crate got fewer direct connections
+/// than libp2p-tcp.
+const COMPARED_FROM: usize = 10;
+
 /// The transport a run's three nodes use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Impl {
@@ -678,7 +682,10 @@ pub fn run(runs: usize, names: &[String], wans: &[u32]) -> (Vec<String>, Vec<Str
         );
         println!("{row}   ({:.0} s)", started.elapsed().as_secs_f64());
         table.push(row);
-        if let Some(why) = judge(cell, runs, &ours, &tcp, impls.len() == 2) {
+        // Against libp2p-tcp only with enough runs to tell: in 2 runs, one punch in a cell
+        // where each side punches half the time is chance, not a difference.
+        let compared = impls.len() == 2 && runs >= COMPARED_FROM;
+        if let Some(why) = judge(cell, runs, &ours, &tcp, compared) {
             failures.push(format!("{} {}: {why}", cell.name, cell.wan.label()));
         }
     }
@@ -686,8 +693,8 @@ pub fn run(runs: usize, names: &[String], wans: &[u32]) -> (Vec<String>, Vec<Str
 }
 
 /// Whether a cell met its expectation: where the NATs permit a punch, all runs but one at most
-/// got a direct connection and at least as many as libp2p-tcp; elsewhere none did, and every
-/// run got as far as the circuit.
+/// got a direct connection and (when `compared`) at least as many as libp2p-tcp; elsewhere none
+/// did, and every run got as far as the circuit.
 fn judge(cell: &Cell, runs: usize, ours: &Tally, tcp: &Tally, compared: bool) -> Option<String> {
     match cell.expect {
         Expect::Race(_) => (compared && ours.direct < tcp.direct).then(|| {
