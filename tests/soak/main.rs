@@ -6,11 +6,13 @@
 //! tables must be back where they were; any failure, and any dial that spent a failed system
 //! call, fails the test. It prints one summary line.
 //!
-//! A dials B over IPv4, B dials A over IPv6. Were both directions in one family, a dial would
-//! meet connections the other swarm made to it between the same two listening ports: the
-//! kernel refuses that pair (`EADDRNOTAVAIL`), and the table, which tracks outbound connections
-//! only, cannot pass it over, so the dial falls back to an ephemeral port after a failed system
-//! call (see the README's scale section).
+//! A dials B over IPv4, B dials A over IPv6. With both directions in one family a dial meets
+//! connections the other swarm made to it between the same two listening ports; the table holds
+//! the pairs of accepted connections and passes those over, but races it does not see remain
+//! (a connection established in the kernel and not yet accepted, crossing SYNs, the moments
+//! around a pair's release), and a 5-minute release run with both directions in both families
+//! saw the kernel refuse 96 of 285,042 dials. Each direction keeps to its own family, so the
+//! assertion of no failed system call holds (see the README's soak section).
 //!
 //! ```text
 //! cargo test --test soak -- --nocapture                           # 10 s
@@ -119,11 +121,12 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The table's (listeners, open, closing, held sockets).
-fn state(table: &PortReuse) -> (usize, usize, usize, usize) {
+/// The table's (listeners, open, accepted, closing, held sockets).
+fn state(table: &PortReuse) -> (usize, usize, usize, usize, usize) {
     (
         table.listen_addrs().len(),
         table.live_connections(),
+        table.accepted_connections(),
         table.closing_connections(),
         table.closing_sockets(),
     )
@@ -137,14 +140,16 @@ async fn settled(nodes: &[Driven; 2], tables: &[PortReuse; 2], fds: Option<usize
         let connections = [nodes[0].connections().await, nodes[1].connections().await];
         let states = [state(&tables[0]), state(&tables[1])];
         let open = open_fds();
-        if connections == [0, 0] && states == [(2, 0, 0, 0); 2] && fds.is_none_or(|fds| fds == open)
+        if connections == [0, 0]
+            && states == [(2, 0, 0, 0, 0); 2]
+            && fds.is_none_or(|fds| fds == open)
         {
             return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "not settled: connections {connections:?}, tables (listeners, open, closing, held) \
-             {states:?}, descriptors {open} (expected {fds:?})"
+            "not settled: connections {connections:?}, tables (listeners, open, accepted, closing, \
+             held) {states:?}, descriptors {open} (expected {fds:?})"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -325,7 +330,7 @@ async fn two_swarms_under_churn() {
          added and {removed} removed; {dialed} dials: {} from a listening port, {} passed over \
          to an ephemeral port (pair taken), {} refused by the kernel, {} other; {} accepted; \
          failures: {}; at the end: descriptors {fds} -> {after}, tables (listeners, open, \
-         closing, held) A {:?}, B {:?}",
+         accepted, closing, held) A {:?}, B {:?}",
         churned.as_secs_f64(),
         churn.connected[0],
         churn.connected[1],
