@@ -25,6 +25,7 @@ use libp2p_core::transport::{ListenerId, TransportEvent};
 use crate::{
     TcpStream,
     closing::Reaper,
+    error,
     metrics::Metrics,
     multiaddr::to_multiaddr,
     port_reuse::{PortReuse, Registration},
@@ -168,10 +169,7 @@ impl<A: Accept> Listener<A> {
     ) -> io::Result<Self> {
         let mut queued = VecDeque::with_capacity(2);
         let if_watcher = if addr.ip().is_unspecified() {
-            Some(
-                IfWatcher::new()
-                    .map_err(|e| io::Error::new(e.kind(), format!("watch interfaces: {e}")))?,
-            )
+            Some(IfWatcher::new().map_err(|e| error::context(e, "watch interfaces"))?)
         } else {
             queued.push_back(TransportEvent::NewAddress {
                 listener_id: id,
@@ -226,11 +224,11 @@ impl<A: Accept> Listener<A> {
                 Err(e) => {
                     // A failed watcher keeps failing; stop watching, keep accepting.
                     open.if_watcher = None;
-                    let error = io::Error::new(
-                        e.kind(),
-                        format!(
+                    let error = error::context(
+                        e,
+                        format_args!(
                             "interface watcher of listener on {} failed, its addresses are no \
-                             longer tracked: {e}",
+                             longer tracked",
                             self.addr
                         ),
                     );
@@ -270,7 +268,7 @@ impl<A: Accept> Listener<A> {
             Poll::Ready(Err(e)) => {
                 return Poll::Ready(TransportEvent::ListenerError {
                     listener_id: self.id,
-                    error: io::Error::new(e.kind(), format!("accept on {}: {e}", self.addr)),
+                    error: error::context(e, format_args!("accept on {}", self.addr)),
                 });
             }
         };
@@ -281,10 +279,10 @@ impl<A: Accept> Listener<A> {
                 Err(e) => {
                     return Poll::Ready(TransportEvent::ListenerError {
                         listener_id: self.id,
-                        error: io::Error::new(
-                            e.kind(),
-                            format!(
-                                "local address of connection from {remote} on {}: {e}",
+                        error: error::context(
+                            e,
+                            format_args!(
+                                "local address of connection from {remote} on {}",
                                 self.addr
                             ),
                         ),

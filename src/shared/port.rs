@@ -23,7 +23,7 @@ use super::{
     stats::{Counters, Refusal},
 };
 use crate::{
-    Config,
+    Config, error,
     listener::{Accept, Backoff},
     port_reuse::Registration,
     transport::Bound,
@@ -218,8 +218,7 @@ impl Port {
             if let Some(slot) = slot
                 && slot.queue.len() < QUEUE_LIMIT
             {
-                slot.queue
-                    .push_back(Err(io::Error::new(error.kind(), error.to_string())));
+                slot.queue.push_back(Err(error::duplicate(error)));
                 self.wakers.wake_kind(kind);
             }
         }

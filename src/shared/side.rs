@@ -13,7 +13,7 @@ use libp2p_core::{
 
 use super::{SharedListeners, classify::Kind, port::Share};
 use crate::{
-    TcpStream,
+    TcpStream, error,
     listener::{Event, Listener, Listeners, Pairs},
     metrics::Metrics,
     multiaddr,
@@ -92,9 +92,9 @@ impl libp2p_core::Transport for SharedTransport {
                 Listener::new(id, share, bound, self.pairs.clone())
             })
             .map_err(|e| {
-                TransportError::Other(io::Error::new(
-                    e.kind(),
-                    format!("listen on {socket_addr} ({}): {e}", self.kind.name()),
+                TransportError::Other(error::context(
+                    e,
+                    format_args!("listen on {socket_addr} ({})", self.kind.name()),
                 ))
             })?;
         self.listeners.push(listener);
