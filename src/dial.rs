@@ -13,11 +13,13 @@ use std::{
 use crate::{
     Config, TcpStream,
     closing::Reaper,
+    error,
     metrics::Metrics,
     origin::{Fallback, PortOrigin},
     port_reuse::PortReuse,
     route, socket,
     stream::OnDrop,
+    sys::{PLATFORM, Role, Step},
 };
 
 /// What a dial with `PortUse::Reuse` needs: the table to choose its source from, and the task
@@ -69,11 +71,11 @@ pub(crate) async fn dial(
                         on_drop,
                     ));
                 }
-                Err(e) if is_addr_conflict(&e) => {
+                Err((step, e)) if PLATFORM.is_taken(step, &e) => {
                     tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
                     Fallback::Refused(e.kind())
                 }
-                Err(e) => return Err(with_addrs(e, Some(local), remote)),
+                Err((_, e)) => return Err(with_addrs(e, Some(local), remote)),
             }
         }
         Err(fallback @ (Fallback::NotRequested | Fallback::Disabled)) => fallback,
@@ -84,7 +86,7 @@ pub(crate) async fn dial(
     };
     let io = connect(&config, remote, None)
         .await
-        .map_err(|e| with_addrs(e, None, remote))?;
+        .map_err(|(_, e)| with_addrs(e, None, remote))?;
     let origin = PortOrigin::Ephemeral(fallback);
     metrics.dialed(origin);
     Ok(TcpStream::dialed(io, origin, None, OnDrop::Close))
@@ -104,12 +106,12 @@ async fn connect_from_listening_port(
     remote: SocketAddr,
     local: SocketAddr,
     metrics: &Metrics,
-) -> io::Result<tokio::net::TcpStream> {
+) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     let started = Instant::now();
     let mut attempts = 1;
     loop {
         match connect(config, remote, Some(local)).await {
-            Err(e)
+            Err((Step::Connect, e))
                 if e.kind() == io::ErrorKind::ConnectionRefused
                     && !remote.ip().is_loopback()
                     && attempts < REFUSED_ATTEMPTS
@@ -137,34 +139,33 @@ fn refused_pause() -> Duration {
     Duration::from_micros(500 + random % 1000)
 }
 
-fn is_addr_conflict(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
-    )
-}
-
 /// Opens a socket, binds `local` (sharing the port with its listener) if given, and connects.
+/// An error says at which step it happened: the platform layer tells a taken port or pair by
+/// both.
 async fn connect(
     config: &Config,
     remote: SocketAddr,
     local: Option<SocketAddr>,
-) -> io::Result<tokio::net::TcpStream> {
-    let socket = socket::tcp(config, remote)?;
+) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
+    let role = match local {
+        Some(_) => Role::Dial,
+        None => Role::Ephemeral,
+    };
+    let socket = socket::tcp(config, remote, role).map_err(|e| (Step::Bind, e))?;
     if let Some(local) = local {
-        socket::share_port(&socket)?;
-        socket.bind(&local.into())?;
+        socket.bind(&local.into()).map_err(|e| (Step::Bind, e))?;
     }
     tokio::net::TcpSocket::from_std_stream(socket.into())
         .connect(remote)
         .await
+        .map_err(|e| (Step::Connect, e))
 }
 
-/// Puts the addresses of the dial into the error's message, keeping its kind.
+/// Puts the addresses of the dial into the error's message, keeping its kind and the error
+/// itself as the source.
 fn with_addrs(e: io::Error, local: Option<SocketAddr>, remote: SocketAddr) -> io::Error {
-    let message = match local {
-        Some(local) => format!("dial {remote} from {local}: {e}"),
-        None => format!("dial {remote}: {e}"),
-    };
-    io::Error::new(e.kind(), message)
+    match local {
+        Some(local) => error::context(e, format_args!("dial {remote} from {local}")),
+        None => error::context(e, format_args!("dial {remote}")),
+    }
 }

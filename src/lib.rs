@@ -67,6 +67,7 @@ pub mod bench_support;
 mod closing;
 mod config;
 mod dial;
+mod error;
 mod limits;
 mod listener;
 mod metrics;
@@ -77,10 +78,12 @@ mod route;
 mod shared;
 mod socket;
 mod stream;
+mod sys;
 mod transport;
 
 pub use crate::{
     config::{Config, PORT_REUSE_ENV},
+    error::raw_os_error,
     origin::{Fallback, PortOrigin},
     port_reuse::PortReuse,
     shared::{SharedListeners, SharedStats, SharedTransport},

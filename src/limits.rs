@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::sys;
+
 /// The default bound is this share of the soft descriptor limit (`RLIMIT_NOFILE`): an eighth.
 const SHARE_OF_DESCRIPTORS: u64 = 8;
 
@@ -45,52 +47,9 @@ pub(crate) fn orphan_hold() -> Duration {
 }
 
 /// Parses `/proc/sys/net/ipv4/tcp_fin_timeout`: whole seconds.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // Only Linux has the file.
-fn parse_seconds(text: &str) -> Option<Duration> {
+#[cfg_attr(not(linux_like), allow(dead_code))] // Only Linux and Android have the file.
+pub(crate) fn parse_seconds(text: &str) -> Option<Duration> {
     text.trim().parse().ok().map(Duration::from_secs)
-}
-
-// getrlimit(2) exists on every unix; nix wraps it safely (and is the crate if-watch already
-// builds on Linux). Other platforms have no descriptor limit to read.
-#[cfg(unix)]
-mod sys {
-    use nix::sys::resource::{Resource, getrlimit};
-
-    /// The soft `RLIMIT_NOFILE`; `None` if it cannot be read.
-    pub(super) fn descriptor_limit() -> Option<u64> {
-        let (soft, _hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-        to_u64(soft)
-    }
-
-    /// `rlim_t` is unsigned on Linux and macOS and signed on FreeBSD.
-    fn to_u64<T: TryInto<u64>>(value: T) -> Option<u64> {
-        value.try_into().ok()
-    }
-
-    // Linux says how long it keeps orphans in FIN_WAIT_2 (per network namespace); the others
-    // use their fixed default.
-    #[cfg(target_os = "linux")]
-    pub(super) fn orphan_lifetime() -> Option<std::time::Duration> {
-        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout")
-            .ok()
-            .and_then(|text| super::parse_seconds(&text))
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub(super) fn orphan_lifetime() -> Option<std::time::Duration> {
-        None
-    }
-}
-
-#[cfg(not(unix))]
-mod sys {
-    pub(super) fn descriptor_limit() -> Option<u64> {
-        None
-    }
-
-    pub(super) fn orphan_lifetime() -> Option<std::time::Duration> {
-        None
-    }
 }
 
 #[cfg(test)]
@@ -124,8 +83,8 @@ mod tests {
         assert_eq!(parse_seconds(""), None);
     }
 
-    // The process's own limit, read the way the transport reads it (unix only: elsewhere there
-    // is none).
+    // The process's own limit, read the way the transport reads it (unix only: Windows has
+    // none).
     #[cfg(unix)]
     #[test]
     fn reads_this_process_limit() {

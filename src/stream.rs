@@ -19,7 +19,9 @@ use crate::{
 /// A TCP connection made or accepted by the [`Transport`](crate::Transport).
 ///
 /// Implements [`futures::AsyncRead`] and [`futures::AsyncWrite`]; `poll_close` shuts the write
-/// half down (`shutdown(SHUT_WR)`), dropping closes the socket.
+/// half down (`shutdown(SHUT_WR)`), dropping closes the socket. Its descriptor is available
+/// through `AsFd`/`AsRawFd` on unix and `AsSocket`/`AsRawSocket` on Windows, for options this
+/// crate does not wrap.
 ///
 /// An outbound connection that left from a listening port, and a connection accepted by a
 /// listener while port reuse is on, holds its (local, remote) pair in the port-reuse table, so
@@ -90,7 +92,8 @@ impl TcpStream {
         }
     }
 
-    fn io(&self) -> &tokio::net::TcpStream {
+    /// The socket; its descriptor is exposed by the platform layer (`AsFd`, `AsSocket`).
+    pub(crate) fn io(&self) -> &tokio::net::TcpStream {
         self.io.as_ref().expect("the socket is present until drop")
     }
 
@@ -116,36 +119,6 @@ impl TcpStream {
     /// Whether this outbound connection left from a listening port.
     pub fn is_port_reused(&self) -> bool {
         self.origin == PortOrigin::Reused
-    }
-}
-
-// The socket's descriptor, for reading or setting options this crate does not wrap. Unix and
-// Windows name descriptors differently.
-#[cfg(unix)]
-impl std::os::fd::AsFd for TcpStream {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.io().as_fd()
-    }
-}
-
-#[cfg(unix)]
-impl std::os::fd::AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.io().as_raw_fd()
-    }
-}
-
-#[cfg(windows)]
-impl std::os::windows::io::AsSocket for TcpStream {
-    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
-        self.io().as_socket()
-    }
-}
-
-#[cfg(windows)]
-impl std::os::windows::io::AsRawSocket for TcpStream {
-    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
-        self.io().as_raw_socket()
     }
 }
 

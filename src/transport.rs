@@ -20,13 +20,14 @@ use crate::{
     closing::Reaper,
     config::{PORT_REUSE_ENV, env_disables_reuse},
     dial::{self, Reuse},
-    limits,
+    error, limits,
     listener::{Event, Listener, Listeners, OwnSocket, Pairs},
     metrics::Metrics,
     multiaddr,
     port_reuse::{PortReuse, Registration},
     socket,
     stream::OnDrop,
+    sys::{PLATFORM, Role},
 };
 
 /// A bound, listening socket, its address (the port is concrete, the IP may be unspecified) and
@@ -58,13 +59,9 @@ impl Transport {
     /// `SO_REUSEPORT`.
     pub fn new(config: Config) -> Self {
         let env_off = env_disables_reuse(std::env::var_os(PORT_REUSE_ENV).as_deref());
-        let enabled = config.port_reuse && !env_off && socket::REUSEPORT_AVAILABLE;
+        let enabled = config.port_reuse && !env_off && PLATFORM.reuses_ports();
         if config.port_reuse && !enabled {
-            tracing::debug!(
-                env_off,
-                platform = socket::REUSEPORT_AVAILABLE,
-                "port reuse is off"
-            );
+            tracing::debug!(env_off, platform = ?PLATFORM, "port reuse is off");
         }
         let max_closing =
             (config.max_closing_sockets).unwrap_or_else(limits::default_max_closing_sockets);
@@ -135,21 +132,18 @@ impl Transport {
             return Err(io::Error::other("libp2p-reuseport needs a tokio runtime"));
         }
         let reuse = self.port_reuse.is_enabled();
+        let ours = addr.port() != 0 && self.port_reuse.holds_port(addr);
         // With SO_REUSEPORT the kernel would let us share a port another socket of this user
         // already listens on, and split its connections between the two. Unless the port is
         // ours already or sharing is wanted, find out first whether anyone else holds it.
-        if reuse
-            && addr.port() != 0
-            && !self.config.foreign_port_sharing
-            && !self.port_reuse.holds_port(addr)
-        {
+        if reuse && addr.port() != 0 && !self.config.foreign_port_sharing && !ours {
             socket::ensure_unshared(addr)?;
         }
-        let socket = socket::tcp(&self.config, addr)?;
-        socket::allow_rebind(&socket)?;
-        if reuse {
-            socket::share_port(&socket)?;
-        }
+        let role = Role::Listener {
+            reuse,
+            joins: ours || self.config.foreign_port_sharing,
+        };
+        let socket = socket::tcp(&self.config, addr, role)?;
         socket.bind(&addr.into())?;
         socket.listen(i32::try_from(self.config.backlog).unwrap_or(i32::MAX))?;
         let bound = socket
@@ -218,10 +212,7 @@ impl libp2p_core::Transport for Transport {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
         let listener = self.listen(id, socket_addr).map_err(|e| {
-            TransportError::Other(io::Error::new(
-                e.kind(),
-                format!("listen on {socket_addr}: {e}"),
-            ))
+            TransportError::Other(error::context(e, format_args!("listen on {socket_addr}")))
         })?;
         self.listeners.push(listener);
         Ok(())

@@ -504,7 +504,7 @@ async fn a_pair_taken_outside_the_table_falls_back_once() {
     let (two, _a2, from_two) = connect(&mut second, &mut b, b_addr, PortUse::Reuse).await;
     assert_eq!(
         two.port_origin(),
-        PortOrigin::Ephemeral(Fallback::Refused(std::io::ErrorKind::AddrNotAvailable))
+        PortOrigin::Ephemeral(Fallback::Refused(PAIR_TAKEN))
     );
     assert_ne!(from_two.port(), shared.port());
     assert_eq!(

@@ -242,6 +242,8 @@ mod with_feature {
         );
     }
 
+    // The marker of the child process of the Linux-only test above.
+    #[cfg(target_os = "linux")]
     const CHILD: &str = "LIBP2P_REUSEPORT_METRICS_CHILD";
 
     #[cfg(target_os = "linux")]

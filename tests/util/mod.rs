@@ -69,13 +69,27 @@ pub fn spawn_child_with_descriptor_limit(
 /// limit if that is lower; returns the soft limit now in force.
 #[cfg(unix)] // getrlimit/setrlimit are unix calls.
 pub fn raise_descriptor_limit(want: u64) -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
+    // `rlim_t` is unsigned on Linux and macOS and signed on FreeBSD.
+    let want = from_u64(want).unwrap_or(rlim_t::MAX);
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     let target = want.min(hard);
     if soft < target {
         setrlimit(Resource::RLIMIT_NOFILE, target, hard).expect("setrlimit below the hard limit");
     }
-    getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit").0
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit").0;
+    to_u64(soft).expect("a descriptor limit is not negative")
+}
+
+/// A limit as u64 and back, whatever the signedness of `rlim_t`.
+#[cfg(unix)]
+fn to_u64<T: TryInto<u64>>(value: T) -> Option<u64> {
+    value.try_into().ok()
+}
+
+#[cfg(unix)]
+fn from_u64<T: TryFrom<u64>>(value: u64) -> Option<T> {
+    T::try_from(value).ok()
 }
 
 /// The number of descriptors this process has open (`/proc/self/fd`, Linux).
@@ -84,6 +98,16 @@ pub fn open_fds() -> usize {
         .expect("/proc/self/fd")
         .count()
 }
+
+/// The kind of error with which the kernel refuses a second connection on one (local, remote)
+/// pair at `connect`: `EADDRNOTAVAIL` on Linux and Android, `EADDRINUSE` on macOS and the BSDs
+/// (48 on macOS), `WSAEADDRINUSE` on Windows.
+pub const PAIR_TAKEN: std::io::ErrorKind = if cfg!(any(target_os = "linux", target_os = "android"))
+{
+    std::io::ErrorKind::AddrNotAvailable
+} else {
+    std::io::ErrorKind::AddrInUse
+};
 
 /// How long any single step of a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,304 @@
+//! The platform layer: everything that differs between operating systems lives here, so that
+//! adding a platform means entering this one module.
+//!
+//! - this file: the kernels the crate tells apart ([`Platform`]) and what it decides for each:
+//!   which socket options a listener, a dial from a listening port and the foreign-port probe
+//!   set ([`Platform::options`]), which errors mean "this (local, remote) pair or port is taken"
+//!   ([`Platform::is_taken`]). Pure, so the decisions for every platform are unit-tested on any
+//!   host;
+//! - `unix.rs` and `windows.rs`: one backend each, with the same functions: apply the
+//!   [`Options`], create a socket, read the descriptor limit and the kernel's orphan lifetime,
+//!   and expose a stream's descriptor.
+//!
+//! The conditions are named once in `build.rs` (`linux_like`, `reuseport`, `sock_nonblock`).
+//!
+//! # Port reuse per platform
+//!
+//! | platform | listener | dial from a listening port | who else can bind the port |
+//! |---|---|---|---|
+//! | Linux, Android | `SO_REUSEADDR`, `SO_REUSEPORT` | `SO_REUSEPORT` | sockets of the same effective UID that set `SO_REUSEPORT` (the kernel checks the UID) |
+//! | macOS, iOS, the BSDs | `SO_REUSEADDR`, `SO_REUSEPORT` | `SO_REUSEPORT` | sockets that set `SO_REUSEPORT` on exactly the address; FreeBSD and XNU refuse another UID |
+//! | Windows | no option | `SO_REUSEADDR` | see [`Platform::Windows`] |
+//! | Solaris, illumos, others | `SO_REUSEADDR` | (port reuse off) | nobody |
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use self::unix::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use self::windows::*;
+
+use std::io;
+
+/// The kernels whose socket semantics the crate tells apart.
+// Every variant exists on every host so that the decisions for all of them are unit-tested
+// anywhere; a build uses one ([`PLATFORM`]).
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Platform {
+    /// Linux and Android. `SO_REUSEPORT` lets sockets of one effective UID share a port, and
+    /// spreads incoming connections over the listeners sharing it. Without it, any overlap on
+    /// a port (the same address, or a specific and a wildcard one) is refused. A second
+    /// connection on a (local, remote) pair fails `connect` with `EADDRNOTAVAIL`.
+    Linux,
+    /// macOS, iOS, the BSDs and the other unix kernels with BSD's `SO_REUSEPORT`. It lets
+    /// sockets share exactly one address; `SO_REUSEADDR` alone lets a specific address be
+    /// bound beside a wildcard one on the same port (the specific socket then gets the
+    /// connections to its address: nothing is split). A second connection on a pair fails
+    /// `connect` with `EADDRINUSE` (error 48 on macOS). FreeBSD's `SO_REUSEPORT_LB` (listeners
+    /// that share the load) is not what the crate needs: it shares a port between a listener
+    /// and connected sockets, and plain `SO_REUSEPORT` does that.
+    Bsd,
+    /// Windows: no `SO_REUSEPORT`. A socket that sets `SO_REUSEADDR` may bind a port another
+    /// socket holds. Since Windows Server 2003 ("enhanced socket security") that only works if
+    /// the first socket on the port set `SO_REUSEADDR` too, except when both belong to the
+    /// same user account. So the listener sets nothing, and a dial binds its listening
+    /// address with `SO_REUSEADDR`: the same account's sockets may join the port (as the same
+    /// UID may on Linux), another account's may not. `SO_EXCLUSIVEADDRUSE` on the listener
+    /// would shut out our own dials too. A `bind` refused by these rules fails with
+    /// `WSAEACCES` (`PermissionDenied`) or `WSAEADDRINUSE`.
+    Windows,
+    /// Solaris, illumos and the rest: no port sharing the crate can rely on; port reuse is
+    /// off.
+    NoReuse,
+}
+
+/// The platform this crate is built for.
+#[cfg(linux_like)]
+pub(crate) const PLATFORM: Platform = Platform::Linux;
+#[cfg(all(reuseport, not(linux_like)))]
+pub(crate) const PLATFORM: Platform = Platform::Bsd;
+#[cfg(windows)]
+pub(crate) const PLATFORM: Platform = Platform::Windows;
+#[cfg(not(any(reuseport, windows)))]
+pub(crate) const PLATFORM: Platform = Platform::NoReuse;
+
+/// The sharing options a socket sets before `bind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Options {
+    /// `SO_REUSEADDR`.
+    pub(crate) reuse_address: bool,
+    /// `SO_REUSEPORT` (never on Windows).
+    pub(crate) reuse_port: bool,
+}
+
+/// What a socket is bound for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A listening socket. `reuse`: port reuse is on. `joins`: the port is one the transport
+    /// holds already, or sharing it with sockets outside the transport is allowed
+    /// (`Config::foreign_port_sharing`).
+    Listener { reuse: bool, joins: bool },
+    /// A dial from a listening address.
+    Dial,
+    /// A dial from a port the kernel picks: shares nothing.
+    Ephemeral,
+    /// The socket that checks, before a listener binds with port reuse, whether a socket
+    /// outside the transport holds the address (see [`Platform::probes`]).
+    Probe,
+}
+
+/// Where a dial's system call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Bind,
+    Connect,
+}
+
+impl Platform {
+    /// Whether dials can leave from listening ports here.
+    pub(crate) const fn reuses_ports(self) -> bool {
+        !matches!(self, Self::NoReuse)
+    }
+
+    /// The options a socket bound for `role` sets.
+    pub(crate) const fn options(self, role: Role) -> Options {
+        let (reuse_address, reuse_port) = match (self, role) {
+            // SO_REUSEADDR lets a listener bind past connections in TIME_WAIT on its port.
+            (Self::Linux | Self::Bsd, Role::Listener { reuse, .. }) => (true, reuse),
+            (Self::Linux | Self::Bsd, Role::Dial) => (false, true),
+            // Without SO_REUSEPORT the probe cannot share a port; with SO_REUSEADDR leftovers
+            // in TIME_WAIT do not count as holders.
+            (Self::Linux | Self::Bsd, Role::Probe) => (true, false),
+            // A first listener sets nothing, so that another account cannot join it (Windows
+            // binds past TIME_WAIT without SO_REUSEADDR). A listener joining a port the
+            // transport holds (or may share) needs SO_REUSEADDR, as a dial does.
+            (Self::Windows, Role::Listener { reuse, joins }) => (reuse && joins, false),
+            (Self::Windows, Role::Dial) => (true, false),
+            (Self::Windows, Role::Probe) => (false, false),
+            (Self::NoReuse, Role::Listener { .. }) => (true, false),
+            (Self::NoReuse, Role::Dial | Role::Probe) => (false, false),
+            (_, Role::Ephemeral) => (false, false),
+        };
+        Options {
+            reuse_address,
+            reuse_port,
+        }
+    }
+
+    /// Whether `listen_on` must first probe for a socket outside the transport on the address:
+    /// where the listener's own options would let it join such a socket (`SO_REUSEPORT`). On
+    /// Linux the probe, bound to the listener's address without `SO_REUSEPORT`, fails on any
+    /// overlapping socket (the same address, or a wildcard and a specific one). On the BSDs it
+    /// fails only on a socket bound to exactly that address: the only overlap where the two
+    /// would share connections. On Windows the first listener's `bind` sets no sharing option
+    /// and is refused by itself.
+    pub(crate) const fn probes(self) -> bool {
+        matches!(self, Self::Linux | Self::Bsd)
+    }
+
+    /// Whether a dial's error at `step` means the listening address or its pair with the
+    /// remote is taken (so the dial tries again from an ephemeral port) rather than a failure
+    /// to report.
+    pub(crate) fn is_taken(self, step: Step, error: &io::Error) -> bool {
+        use io::ErrorKind::{AddrInUse, AddrNotAvailable, PermissionDenied};
+        match (self, step, error.kind()) {
+            // Linux: EADDRNOTAVAIL from connect (the pair is in use), EADDRINUSE from bind (a
+            // socket without SO_REUSEPORT holds the address). The BSDs: EADDRINUSE from
+            // connect. Both kinds on both, to be safe: neither means anything else here.
+            (Self::Linux | Self::Bsd | Self::NoReuse, _, AddrInUse | AddrNotAvailable) => true,
+            // Windows: WSAEADDRINUSE from bind or connect; WSAEACCES from bind when the
+            // sharing rules refuse the port (another account's socket, SO_EXCLUSIVEADDRUSE).
+            (Self::Windows, _, AddrInUse | AddrNotAvailable) => true,
+            (Self::Windows, Step::Bind, PermissionDenied) => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Platform; 4] = [
+        Platform::Linux,
+        Platform::Bsd,
+        Platform::Windows,
+        Platform::NoReuse,
+    ];
+
+    fn options(reuse_address: bool, reuse_port: bool) -> Options {
+        Options {
+            reuse_address,
+            reuse_port,
+        }
+    }
+
+    #[test]
+    fn options_per_platform_and_role() {
+        let listener = |reuse, joins| Role::Listener { reuse, joins };
+        #[rustfmt::skip]
+        let table = [
+            (Platform::Linux, listener(true, false), options(true, true)),
+            (Platform::Linux, listener(false, false), options(true, false)),
+            (Platform::Linux, Role::Dial, options(false, true)),
+            (Platform::Linux, Role::Probe, options(true, false)),
+            (Platform::Bsd, listener(true, true), options(true, true)),
+            (Platform::Bsd, listener(false, false), options(true, false)),
+            (Platform::Bsd, Role::Dial, options(false, true)),
+            (Platform::Bsd, Role::Probe, options(true, false)),
+            // Windows: a first listener shares nothing, a dial or a listener joining our own
+            // port sets SO_REUSEADDR.
+            (Platform::Windows, listener(true, false), options(false, false)),
+            (Platform::Windows, listener(true, true), options(true, false)),
+            (Platform::Windows, listener(false, true), options(false, false)),
+            (Platform::Windows, Role::Dial, options(true, false)),
+            (Platform::Windows, Role::Probe, options(false, false)),
+            (Platform::NoReuse, listener(false, false), options(true, false)),
+        ];
+        let mut table = table.to_vec();
+        for platform in ALL {
+            table.push((platform, Role::Ephemeral, Options::default()));
+        }
+        for (platform, role, expected) in table {
+            assert_eq!(platform.options(role), expected, "{platform:?} {role:?}");
+        }
+    }
+
+    #[test]
+    fn no_reuseport_on_windows() {
+        for role in [
+            Role::Listener {
+                reuse: true,
+                joins: true,
+            },
+            Role::Dial,
+            Role::Probe,
+        ] {
+            assert!(!Platform::Windows.options(role).reuse_port, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn who_reuses_and_probes() {
+        let reuses: Vec<bool> = ALL.iter().map(|p| p.reuses_ports()).collect();
+        assert_eq!(reuses, [true, true, true, false]);
+        let probes: Vec<bool> = ALL.iter().map(|p| p.probes()).collect();
+        assert_eq!(probes, [true, true, false, false]);
+    }
+
+    #[test]
+    fn what_means_taken() {
+        use io::ErrorKind::*;
+        // (platform, step, kind, taken)
+        #[rustfmt::skip]
+        let table = [
+            // Linux: a pair clash at connect is EADDRNOTAVAIL.
+            (Platform::Linux, Step::Connect, AddrNotAvailable, true),
+            (Platform::Linux, Step::Bind, AddrInUse, true),
+            (Platform::Linux, Step::Bind, PermissionDenied, false),
+            (Platform::Linux, Step::Connect, ConnectionRefused, false),
+            // macOS and the BSDs: EADDRINUSE (48 on macOS) at connect.
+            (Platform::Bsd, Step::Connect, AddrInUse, true),
+            (Platform::Bsd, Step::Connect, AddrNotAvailable, true),
+            (Platform::Bsd, Step::Connect, TimedOut, false),
+            // Windows: WSAEACCES from bind is the sharing rules' refusal; from connect it is
+            // something else (a firewall) and is reported.
+            (Platform::Windows, Step::Bind, PermissionDenied, true),
+            (Platform::Windows, Step::Connect, PermissionDenied, false),
+            (Platform::Windows, Step::Bind, AddrInUse, true),
+            (Platform::Windows, Step::Connect, AddrInUse, true),
+            (Platform::Windows, Step::Connect, ConnectionRefused, false),
+        ];
+        for (platform, step, kind, taken) in table {
+            assert_eq!(
+                platform.is_taken(step, &io::Error::from(kind)),
+                taken,
+                "{platform:?} {step:?} {kind:?}"
+            );
+        }
+    }
+
+    // The raw codes each kernel returns map to the kinds above (std's mapping), so the
+    // decision holds for the real errors: checked for the platform the tests run on.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_codes() {
+        let clash = io::Error::from_raw_os_error(99); // EADDRNOTAVAIL
+        assert!(PLATFORM.is_taken(Step::Connect, &clash));
+        let in_use = io::Error::from_raw_os_error(98); // EADDRINUSE
+        assert!(PLATFORM.is_taken(Step::Bind, &in_use));
+        let refused = io::Error::from_raw_os_error(111); // ECONNREFUSED
+        assert!(!PLATFORM.is_taken(Step::Connect, &refused));
+    }
+
+    #[cfg(target_os = "macos")]
+    #[test]
+    fn macos_codes() {
+        let clash = io::Error::from_raw_os_error(48); // EADDRINUSE
+        assert!(PLATFORM.is_taken(Step::Connect, &clash));
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn windows_codes() {
+        let denied = io::Error::from_raw_os_error(10013); // WSAEACCES
+        assert!(PLATFORM.is_taken(Step::Bind, &denied));
+        assert!(!PLATFORM.is_taken(Step::Connect, &denied));
+        let in_use = io::Error::from_raw_os_error(10048); // WSAEADDRINUSE
+        assert!(PLATFORM.is_taken(Step::Connect, &in_use));
+    }
+}
