@@ -64,6 +64,7 @@
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_support;
+mod builder;
 mod closing;
 mod config;
 mod dial;
@@ -80,6 +81,7 @@ mod stream;
 mod transport;
 
 pub use crate::{
+    builder::{IntoMultiplexerUpgrade, IntoSecurityUpgrade, SelectSecurityUpgrade, tcp, upgrade},
     config::{Config, PORT_REUSE_ENV},
     origin::{Fallback, PortOrigin},
     port_reuse::PortReuse,
