@@ -25,18 +25,17 @@
 //! # Example
 //!
 //! ```
-//! use libp2p::{SwarmBuilder, Transport as _, core::upgrade::Version, noise, ping, yamux};
+//! use libp2p::{SwarmBuilder, noise, ping, tls, yamux};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut swarm = SwarmBuilder::with_new_identity()
 //!     .with_tokio()
-//!     .with_other_transport(|key| {
-//!         Ok(libp2p_reuseport::Transport::new(libp2p_reuseport::Config::new())
-//!             .upgrade(Version::V1Lazy)
-//!             .authenticate(noise::Config::new(key)?)
-//!             .multiplex(yamux::Config::default()))
-//!     })?
+//!     .with_other_transport(libp2p_reuseport::tcp(
+//!         libp2p_reuseport::Config::new(),
+//!         (tls::Config::new, noise::Config::new),
+//!         yamux::Config::default,
+//!     ))?
 //!     .with_behaviour(|_| ping::Behaviour::default())?
 //!     .build();
 //! swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
@@ -44,8 +43,10 @@
 //! # }
 //! ```
 //!
-//! Do not also call `with_tcp` on the builder: libp2p-tcp would be asked first for every TCP
-//! address and this transport would never dial.
+//! [`tcp`] takes the arguments of libp2p's `SwarmBuilder::with_tcp`, with this crate's
+//! [`Config`], so moving from libp2p-tcp changes one line; [`upgrade`] does the same for a
+//! transport you made yourself. Do not also call `with_tcp` on the builder: libp2p-tcp would be
+//! asked first for every TCP address and this transport would never dial.
 //!
 //! To serve libp2p over plain TCP and over WebSocket (`/ws`, `/tls/ws`) on one listening port,
 //! with libp2p-websocket, use the sides of a [`SharedListeners`] set instead: each accepted
@@ -64,6 +65,7 @@
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_support;
+mod builder;
 mod closing;
 mod config;
 mod dial;
@@ -82,6 +84,7 @@ mod sys;
 mod transport;
 
 pub use crate::{
+    builder::{IntoMultiplexerUpgrade, IntoSecurityUpgrade, SelectSecurityUpgrade, tcp, upgrade},
     config::{Config, PORT_REUSE_ENV},
     error::raw_os_error,
     origin::{Fallback, PortOrigin},

@@ -63,7 +63,7 @@ use crate::{Config, PortReuse, Transport, transport::Dial};
 /// Cloning the handle is cheap; clones hand out sides of the same set.
 ///
 /// ```
-/// use libp2p::{SwarmBuilder, Transport as _, core::upgrade::Version, noise, ping, yamux};
+/// use libp2p::{SwarmBuilder, Transport as _, noise, ping, yamux};
 /// use libp2p_reuseport::{Config, SharedListeners};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -71,14 +71,13 @@ use crate::{Config, PortReuse, Transport, transport::Dial};
 /// let shared = SharedListeners::new(Config::new());
 /// let mut swarm = SwarmBuilder::with_new_identity()
 ///     .with_tokio()
-///     .with_other_transport(|key| {
-///         Ok(shared
+///     .with_other_transport(libp2p_reuseport::upgrade(
+///         shared
 ///             .tcp()
-///             .or_transport(libp2p_websocket::Config::new(shared.websocket()))
-///             .upgrade(Version::V1Lazy)
-///             .authenticate(noise::Config::new(key)?)
-///             .multiplex(yamux::Config::default()))
-///     })?
+///             .or_transport(libp2p_websocket::Config::new(shared.websocket())),
+///         noise::Config::new,
+///         yamux::Config::default,
+///     ))?
 ///     .with_behaviour(|_| ping::Behaviour::default())?
 ///     .build();
 /// // Port 0 on a second side joins the first side's socket: one port for both.
