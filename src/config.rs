@@ -38,25 +38,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults:
+    /// The defaults, option by option:
     ///
-    /// - `TCP_NODELAY` on (Nagle's algorithm off): libp2p's multiplexers write small frames.
-    /// - TTL / hop limit: the OS default.
-    /// - `SO_LINGER`: not set (the OS default: `close` returns at once, the kernel sends what is
-    ///   left in the background).
-    /// - TCP keepalive: off.
-    /// - listen backlog: 1024.
-    /// - port reuse: on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when
-    ///   the [`Transport`](crate::Transport) is created.
-    /// - sharing a listening port with sockets outside this transport: refused.
-    /// - a dial from a listening port that the remote side refuses keeps trying for 250 ms (see
-    ///   [`Config::refused_retry_window`]).
-    /// - for a [`SharedListeners`](crate::SharedListeners) socket: 5 s for an accepted
-    ///   connection's first bytes, at most 64 connections waiting for them at once.
-    /// - closing connections kept open until their remote closes: at most an eighth of the soft
-    ///   descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is
-    ///   created, and at most 8,192; 128 where there is no such limit (Windows). See
-    ///   [`Config::max_closing_sockets`].
+    /// | setter | socket option or behaviour | default |
+    /// |---|---|---|
+    /// | [`nodelay`](Self::nodelay) | `TCP_NODELAY` | `true` (Nagle's algorithm off: libp2p's multiplexers write small frames) |
+    /// | [`ttl`](Self::ttl) | `IP_TTL` (IPv4), `IPV6_UNICAST_HOPS` (IPv6) | the OS default |
+    /// | [`linger`](Self::linger) | `SO_LINGER` | not set (the OS default: `close` returns at once, the kernel sends what is left in the background) |
+    /// | [`keepalive`](Self::keepalive) | `SO_KEEPALIVE` and its idle time (`TCP_KEEPIDLE`) | off |
+    /// | [`listen_backlog`](Self::listen_backlog) | the `listen(2)` backlog | 1024 |
+    /// | [`port_reuse`](Self::port_reuse) | `SO_REUSEPORT` on listeners and reusing dials | on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when the [`Transport`](crate::Transport) is created |
+    /// | [`foreign_port_sharing`](Self::foreign_port_sharing) | share a listening port a socket outside this transport holds | refused |
+    /// | [`refused_retry_window`](Self::refused_retry_window) | a dial from a listening port that the remote side refuses keeps trying | 250 ms |
+    /// | [`first_bytes_timeout`](Self::first_bytes_timeout) | [`SharedListeners`](crate::SharedListeners): how long an accepted connection may take to send its first bytes | 5 s |
+    /// | [`first_bytes_concurrency`](Self::first_bytes_concurrency) | [`SharedListeners`](crate::SharedListeners): connections per socket waiting for their first bytes at once | 64 |
+    /// | [`max_closing_sockets`](Self::max_closing_sockets) | closing connections kept open until their remote closes | an eighth of the soft descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is created, at most 8,192; 128 where there is no such limit (Windows) |
     pub fn new() -> Self {
         Self {
             nodelay: true,

@@ -5,23 +5,6 @@
 //! port-preserving NAT maps the listening port to the same public port for every destination, so
 //! the address other peers observe (identify's observed address) is one they can dial.
 //!
-//! A dial with `PortUse::Reuse` picks its source from the transport's port-reuse table,
-//! deterministically:
-//!
-//! | destination | first choice | then | else |
-//! |---|---|---|---|
-//! | loopback | a listener on a loopback IP of its family | a wildcard listener, bound to the loopback IP | ephemeral port |
-//! | anything else | a listener on exactly the IP the kernel routes from | a wildcard listener, bound to that IP | ephemeral port |
-//!
-//! Within each column the listener registered first wins. A candidate whose (local, remote) pair
-//! is already used by a live connection, or that is the destination itself, is skipped without
-//! a system call. If the kernel still refuses the listening port (`EADDRINUSE`,
-//! `EADDRNOTAVAIL`), the dial is retried once from an ephemeral port. Every
-//! [`TcpStream`] says where its port came from ([`TcpStream::port_origin`]).
-//!
-//! Listeners and reusing dials set `SO_REUSEPORT` (unix except Solaris and illumos); elsewhere
-//! the transport works with port reuse off. IPv6 sockets set `IPV6_V6ONLY`.
-//!
 //! # Example
 //!
 //! ```
@@ -48,9 +31,136 @@
 //! transport you made yourself. Do not also call `with_tcp` on the builder: libp2p-tcp would be
 //! asked first for every TCP address and this transport would never dial.
 //!
-//! To serve libp2p over plain TCP and over WebSocket (`/ws`, `/tls/ws`) on one listening port,
-//! with libp2p-websocket, use the sides of a [`SharedListeners`] set instead: each accepted
-//! connection goes to the side its first bytes are for.
+//! # How the source of a dial is chosen
+//!
+//! Every listener registers its bound address in the transport's port-reuse table the moment it
+//! binds (a wildcard listener as `0.0.0.0:port` / `[::]:port`), reference-counted, IPv4 and IPv6
+//! apart. A dial with `PortUse::Reuse` then picks its source:
+//!
+//! | destination | first choice | then | else |
+//! |---|---|---|---|
+//! | loopback (`127.0.0.0/8`, `::1`) | a listener on a loopback IP of the same family | a wildcard listener, bound to `127.0.0.1` / `::1` | ephemeral port |
+//! | any other IP | a listener on exactly the IP the kernel routes from | a wildcard listener, bound to that IP | ephemeral port |
+//!
+//! - "The IP the kernel routes from" is the local address of a UDP socket connected to the
+//!   destination: a route lookup, no packet is sent. A listener on another local IP is never
+//!   used (its packets would leave through the wrong interface or be dropped by reverse-path
+//!   filters).
+//! - Within a column, the listener registered first wins, every time: the choice is stable, so
+//!   the address peers observe is stable.
+//! - A candidate whose (local, remote) pair is held by one of our connections (dialed, or
+//!   accepted by its listener), or that is the destination itself (a TCP self-connection), is
+//!   skipped without a system call ([`Fallback::Busy`] when none is left).
+//! - If the kernel still refuses the port (`EADDRINUSE` or `EADDRNOTAVAIL` from `bind` or
+//!   `connect`), the dial is retried once from an ephemeral port ([`Fallback::Refused`]).
+//!   Timeouts and unreachable networks are returned as they are, never retried.
+//! - A dial from a listening port that the remote side refuses with a RST, as a NAT that has not
+//!   opened yet does in a hole punch, sends its next SYN from the same port about a millisecond
+//!   later: see [`Config::refused_retry_window`] (250 ms, at most 16 SYNs). The `metrics`
+//!   feature counts these SYNs (`refused_retries_total`).
+//! - `PortUse::New`: an ephemeral port, no `SO_REUSEPORT`.
+//!
+//! Every fallback is logged at `debug` with its reason, and every connection says what happened:
+//! [`TcpStream::port_origin`] is [`Accepted`](PortOrigin::Accepted),
+//! [`Reused`](PortOrigin::Reused), or [`Ephemeral(reason)`](PortOrigin::Ephemeral). The swarm
+//! only records what a dial asked for, so use `Transport::map` to see it:
+//!
+//! ```
+//! use libp2p::Transport as _;
+//! let transport = libp2p_reuseport::Transport::default().map(|stream, _endpoint| {
+//!     tracing::info!(local = ?stream.local_addr(), origin = ?stream.port_origin(), "tcp connection");
+//!     stream
+//! });
+//! # let _ = transport;
+//! ```
+//!
+//! [`Transport::port_reuse`] gives a handle on the table: its listening addresses, the open and
+//! closing connections on them, and [`PortReuse::source_for`], the source a dial would use now.
+//!
+//! # Closing without collisions
+//!
+//! A connection's (local, remote) pair can only be used again once the old connection is gone on
+//! both sides. When a stream on a listening port (dialed from it, or accepted while port reuse is
+//! on) is dropped before the remote closed its side, dropping sends the FIN as usual and one task
+//! per transport (with one timer for all of them) keeps the socket until the remote's FIN
+//! arrives, at most 10 s. Until then the pair is "closing" and no dial tries it: the kernel would
+//! refuse it (`EADDRNOTAVAIL`) or, worse, take it over and reset the remote's old connection. A
+//! redial in that window uses the next candidate or an ephemeral port at once
+//! ([`Fallback::Busy`]), without a failed system call and without waiting. The pair is free
+//! again as soon as the reactor has seen the remote's FIN (no system call to find out), even
+//! before the old socket is closed. With [`Config::linger`] set, sockets close exactly as
+//! configured and are not held.
+//!
+//! ## A bound on held sockets
+//!
+//! Each held socket is a descriptor, and peers that never close (slow or hostile ones) could
+//! otherwise take them all: a burst of drops would push the process into `EMFILE`, and accepts
+//! and dials would fail for everyone. So at most [`Config::max_closing_sockets`] are held (by
+//! default an eighth of `RLIMIT_NOFILE`: 128 with the common limit of 1,024, 2,500 with 20,000).
+//!
+//! Past the bound a dropped connection is closed at once, and its pair is still passed over.
+//! The kernel keeps the closed connection as an orphan in `FIN_WAIT_2`, holding no descriptor,
+//! until the remote's FIN arrives or `tcp_fin_timeout` passes (60 s by default); meanwhile a new
+//! connection on the pair is refused (`EADDRNOTAVAIL`) or takes the orphan over and resets the
+//! remote's old connection (what loopback shows). Without the socket the remote's FIN cannot be
+//! seen, so the pair is passed over for that whole lifetime, without a system call. A held
+//! socket whose remote does not close within 10 s is closed and its pair orphaned the same way.
+//! The cost past the bound is reuse, not descriptors and not failed system calls: those pairs
+//! stay unused up to a minute longer, each as a table entry of about 100 bytes that the table
+//! drops once it expires.
+//!
+//! [`PortReuse::closing_sockets`] says how many sockets are held;
+//! [`PortReuse::closing_connections`] counts every pair passed over, held or orphaned.
+//!
+//! # One port for TCP and WebSocket
+//!
+//! Browsers reach libp2p nodes over WebSocket, so nodes listen on `/tcp/4001/ws` next to
+//! `/tcp/4001`, and operators would rather forward one port. To serve libp2p over plain TCP and
+//! over WebSocket (`/ws`, `/tls/ws`) on one listening port, with libp2p-websocket, use the sides
+//! of a [`SharedListeners`] set instead of a [`Transport`]: each accepted connection goes to the
+//! side its first bytes are for, and dials from every side leave from the shared port.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, [`Transport::register_metrics`](Transport#method.register_metrics)
+//! registers the transport's counters and gauges (every series is listed there) in a
+//! prometheus-client `Registry`, the one `libp2p::metrics` uses; without the feature the
+//! transport has no counting code at all. Register them while building the transport:
+//!
+//! ```
+//! # #[cfg(feature = "metrics")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use libp2p::{SwarmBuilder, Transport as _, core::upgrade::Version, noise, ping, yamux};
+//! use prometheus_client::{encoding::text::encode, registry::Registry};
+//!
+//! let mut registry = Registry::default(); // or libp2p::metrics::Registry
+//! let swarm = SwarmBuilder::with_new_identity()
+//!     .with_tokio()
+//!     .with_other_transport(|key| {
+//!         let transport = libp2p_reuseport::Transport::new(libp2p_reuseport::Config::new());
+//!         transport.register_metrics(&mut registry);
+//!         Ok(transport
+//!             .upgrade(Version::V1Lazy)
+//!             .authenticate(noise::Config::new(key)?)
+//!             .multiplex(yamux::Config::default()))
+//!     })?
+//!     .with_behaviour(|_| ping::Behaviour::default())?
+//!     .build();
+//!
+//! // What to serve at /metrics:
+//! let mut text = String::new();
+//! encode(&mut text, &registry)?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "metrics"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Configuration and platforms
+//!
+//! [`Config::new`] lists every option, its socket option and its default. Listeners and reusing
+//! dials set `SO_REUSEPORT` (unix except Solaris and illumos); elsewhere the transport works with
+//! port reuse off. IPv6 sockets set `IPV6_V6ONLY`.
 
 // docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics).
 #![cfg_attr(docsrs, feature(doc_cfg))]

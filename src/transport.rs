@@ -91,10 +91,17 @@ impl Transport {
     /// | `libp2p_reuseport_dials_total{origin="ephemeral",reason=...}` | counter | outbound connections from an ephemeral port, by [`Fallback`](crate::Fallback): `not_requested`, `disabled`, `no_listener`, `no_route`, `busy`, `refused` |
     /// | `libp2p_reuseport_accepts_total` | counter | inbound connections accepted |
     /// | `libp2p_reuseport_listener_errors_total` | counter | `ListenerError` events (failed accepts, a failed interface watcher) |
+    /// | `libp2p_reuseport_refused_retries_total` | counter | SYNs sent again from a listening port right after the remote side refused one ([`Config::refused_retry_window`]) |
     /// | `libp2p_reuseport_listen_addresses` | gauge | listening addresses registered for port reuse ([`PortReuse::listen_addrs`]) |
     /// | `libp2p_reuseport_open_pairs` | gauge | open outbound connections from a listening port ([`PortReuse::live_connections`]) |
+    /// | `libp2p_reuseport_accepted_pairs` | gauge | open inbound connections accepted by listeners registered for port reuse: a dial back to their remote from that listening address passes over the pair ([`PortReuse::accepted_connections`]) |
     /// | `libp2p_reuseport_closing_pairs` | gauge | dropped connections on a listening port, outbound or accepted, whose remote has not closed yet ([`PortReuse::closing_connections`]) |
     /// | `libp2p_reuseport_closing_sockets` | gauge | those of them whose socket is kept open until the remote closes ([`PortReuse::closing_sockets`]) |
+    ///
+    /// The share of hole-punchable dials is
+    /// `rate(libp2p_reuseport_dials_total{origin="reused"}[5m])` over
+    /// `sum(rate(libp2p_reuseport_dials_total[5m]))`; the `reason` label says why the others were
+    /// not.
     ///
     /// The counters count from the transport's creation, registered or not; counting is one
     /// atomic increment. The gauges are read from the port-reuse table when the registry is

@@ -48,15 +48,17 @@ use crate::{Config, PortReuse, Transport, transport::Dial};
 /// | first bytes | side |
 /// |---|---|
 /// | multistream-select, `\x13/m` | [`tcp`](Self::tcp) |
-/// | an HTTP method, `GET` ... | [`websocket`](Self::websocket) |
+/// | an HTTP/1.x request: `GET`, `HEA`, `POS`, `PUT`, `DEL`, `CON`, `OPT`, `TRA`, `PAT` | [`websocket`](Self::websocket) |
 /// | a TLS ClientHello, `\x16\x03\x01`..`\x16\x03\x03` | [`websocket_tls`](Self::websocket_tls) |
 ///
-/// Anything else, a kind no side listens for on that socket, and a client that has not sent
-/// enough bytes within [`Config::first_bytes_timeout`] (5 s) are closed and counted in
-/// [`stats`](Self::stats). At most [`Config::first_bytes_concurrency`] (64) connections per
-/// socket wait for their first bytes at once, each in its own future: a slow one never holds up
-/// the others, and while the limit is reached the socket leaves new connections in the kernel's
-/// backlog. Every connection is waited for, even when one side listens on its socket alone.
+/// Anything else (decided as soon as a byte rules out every kind), a kind no side listens for on
+/// that socket, and a client that has not sent enough bytes within
+/// [`Config::first_bytes_timeout`] (5 s) are closed and counted in [`stats`](Self::stats) (and,
+/// with the `metrics` feature, in `libp2p_reuseport_shared_connections_total`). At most
+/// [`Config::first_bytes_concurrency`] (64) connections per socket wait for their first bytes at
+/// once, each in its own future: a slow one never holds up the others, and while the limit is
+/// reached the socket leaves new connections in the kernel's backlog. Every connection is waited
+/// for, even when one side listens on its socket alone.
 ///
 /// All sides dial with one [`Transport`] built from the config, so they share its port-reuse
 /// table ([`port_reuse`](Self::port_reuse)), its task for closing connections and its metrics.
@@ -86,6 +88,39 @@ use crate::{Config, PortReuse, Transport, transport::Dial};
 /// # Ok(())
 /// # }
 /// ```
+///
+/// libp2p-websocket is the crate libp2p 0.57's `websocket` feature uses (0.46); this crate does
+/// not depend on it. Do not use the swarm builder's `with_websocket` next to a set: it builds on
+/// libp2p-tcp, whose socket would hold the port apart from this one.
+///
+/// Secure WebSocket (`/tls/ws`, `/wss`) works through libp2p-websocket's TLS: wrap
+/// [`websocket_tls`](Self::websocket_tls) in a `Config` given a server certificate with
+/// `set_tls_config`, and put it after the plain one in `or_transport` (a `Config` with a server
+/// certificate would take `/ws` addresses too):
+///
+/// ```
+/// use libp2p::Transport as _;
+/// use libp2p_reuseport::SharedListeners;
+/// use libp2p_websocket::{Config, tls};
+///
+/// fn sides(
+///     shared: &SharedListeners,
+///     key: tls::PrivateKey,
+///     certs: Vec<tls::Certificate>,
+/// ) -> Result<impl libp2p::Transport, tls::Error> {
+///     let mut wss = Config::new(shared.websocket_tls());
+///     wss.set_tls_config(tls::Config::new(key, certs)?);
+///     Ok(shared
+///         .tcp()
+///         .or_transport(Config::new(shared.websocket()))
+///         .or_transport(wss))
+/// }
+/// ```
+///
+/// Not supported: a choice of certificates by SNI (libp2p-websocket takes one per `Config`); HTTP/2 cleartext (`PRI * HTTP/2.0`, which go-libp2p routes to its
+/// WebSocket side), refused as unknown since libp2p-websocket speaks HTTP/1.1 only; listening on
+/// `/dns` addresses (dialing `/dns.../ws` needs libp2p-dns around the side, as with any TCP
+/// transport).
 #[derive(Clone)]
 pub struct SharedListeners {
     inner: Arc<Inner>,

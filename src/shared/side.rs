@@ -25,8 +25,9 @@ use crate::{
 /// [`SharedListeners::websocket`], TLS for [`SharedListeners::websocket_tls`]).
 ///
 /// Each `listen_on` gets its own [`ListenerId`] events (`NewAddress`, `AddressExpired`,
-/// `ListenerClosed`) whichever sides share the socket; `remove_listener` leaves the socket to
-/// the other sides, and the socket closes when no side listens on it. Dials leave from the
+/// `ListenerClosed`) whichever sides share the socket (a wildcard socket's interfaces are watched
+/// per side); `remove_listener` leaves the socket to the other sides, and the socket closes, and
+/// the port is free, when no side listens on it. Dials leave from the
 /// set's listening ports as [`Transport`](crate::Transport)'s do, from the one port-reuse table
 /// of the set.
 ///
