@@ -11,7 +11,15 @@
 # the linker is x86_64-w64-mingw32-gcc from gcc-mingw-w64-x86-64).
 #
 # Prints only the environment a caller should export; progress and errors go to stderr.
-# Only wine64 is needed (no i386 multiarch, no wine32): the programs are 64-bit.
+# Only wine64 is needed (no i386 multiarch, no wine32): the programs are 64-bit; Wine's launcher
+# then prints a hint about wine32, which WINEDEBUG=-all silences.
+#
+# What Wine can and cannot tell about Windows: Winsock runs on the host's Linux TCP stack. Wine
+# sets Linux SO_REUSEADDR on every TCP socket and never SO_REUSEPORT, and its wineserver checks
+# binds against Windows' SO_REUSEADDR / SO_EXCLUSIVEADDRUSE rules without user accounts (all
+# processes of a prefix count as one account). So Linux refuses any bind that overlaps a
+# listening socket's address and port, whatever the Windows options: a dial from a listening
+# port cannot be tested under Wine, only the Windows build's other paths.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +33,7 @@ if ! command -v wine >/dev/null || ! command -v wineboot >/dev/null ||
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
         wine wine64 gcc-mingw-w64-x86-64 >/dev/null
 fi
 
