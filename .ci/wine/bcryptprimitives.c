@@ -7,11 +7,12 @@
  * Wine 8.0 ships no bcryptprimitives.dll at all (no builtin of that name), so every Rust
  * program fails to start: the loader cannot resolve the import.
  *
- * What: the one export any of our binaries imports from it (checked with
- * `x86_64-w64-mingw32-objdump -p x.exe`: std, tokio/mio, socket2, getrandom; ring takes
- * BCryptGenRandom from bcrypt.dll, which Wine has). ProcessPrng(buf, len) fills buf with
+ * What: the one export our programs import from it: `x86_64-w64-mingw32-objdump -p x.exe`
+ * lists only ProcessPrng for programs on std, tokio/mio, socket2 and windows-sys; getrandom 0.3
+ * and 0.4 bind the same function, while getrandom 0.2 (under ring 0.17) calls BCryptGenRandom
+ * in bcrypt.dll, which Wine has. ProcessPrng(buf, len) fills buf with
  * len random bytes and always returns TRUE; here it calls RtlGenRandom (advapi32's
- * SystemFunction036), which Wine implements by reading the host's entropy. RtlGenRandom
+ * SystemFunction036), which Wine's advapi32 exports. RtlGenRandom
  * takes a 32-bit length, hence the loop.
  *
  * Built by setup.sh beside it, without the C runtime (no DllMain, no msvcrt):
