@@ -61,7 +61,8 @@ pub(crate) async fn dial(
     let fallback = match lease {
         Ok((lease, reaper)) => {
             let local = lease.local();
-            match connect_from_listening_port(&config, remote, local, &metrics).await {
+            let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
+            match connect_from_listening_port(&config, remote, local, bind, &metrics).await {
                 Ok(io) => {
                     metrics.dialed(PortOrigin::Reused);
                     return Ok(TcpStream::dialed(
@@ -95,7 +96,8 @@ pub(crate) async fn dial(
 /// The most SYNs a refused dial from a listening port sends, the first included.
 const REFUSED_ATTEMPTS: u32 = 16;
 
-/// Connects from the listening address `local`. A refusal (`ECONNREFUSED`) from a non-loopback
+/// Connects from the listening address `local`, binding `bind` (`local`, or where the platform
+/// asks for it the unspecified address with `local`'s port). A refusal (`ECONNREFUSED`) from a non-loopback
 /// remote is answered with a new SYN from the same address about a millisecond later (see
 /// [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all and until the configured window has
 /// passed: in a hole punch the remote's NAT refuses SYNs that arrive before its own host's SYN
@@ -105,12 +107,13 @@ async fn connect_from_listening_port(
     config: &Config,
     remote: SocketAddr,
     local: SocketAddr,
+    bind: SocketAddr,
     metrics: &Metrics,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     let started = Instant::now();
     let mut attempts = 1;
     loop {
-        match connect(config, remote, Some(local)).await {
+        match connect(config, remote, Some(bind)).await {
             Err((Step::Connect, e))
                 if e.kind() == io::ErrorKind::ConnectionRefused
                     && !remote.ip().is_loopback()

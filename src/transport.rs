@@ -139,18 +139,17 @@ impl Transport {
             return Err(io::Error::other("libp2p-reuseport needs a tokio runtime"));
         }
         let reuse = self.port_reuse.is_enabled();
-        let ours = addr.port() != 0 && self.port_reuse.holds_port(addr);
         // With SO_REUSEPORT the kernel would let us share a port another socket of this user
         // already listens on, and split its connections between the two. Unless the port is
         // ours already or sharing is wanted, find out first whether anyone else holds it.
-        if reuse && addr.port() != 0 && !self.config.foreign_port_sharing && !ours {
+        if reuse
+            && addr.port() != 0
+            && !self.config.foreign_port_sharing
+            && !self.port_reuse.holds_port(addr)
+        {
             socket::ensure_unshared(addr)?;
         }
-        let role = Role::Listener {
-            reuse,
-            joins: ours || self.config.foreign_port_sharing,
-        };
-        let socket = socket::tcp(&self.config, addr, role)?;
+        let socket = socket::tcp(&self.config, addr, Role::Listener { reuse })?;
         socket.bind(&addr.into())?;
         socket.listen(i32::try_from(self.config.backlog).unwrap_or(i32::MAX))?;
         let bound = socket

@@ -42,9 +42,15 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// The listening address to bind.
+    /// The listening address the connection leaves from.
     pub(crate) fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Whether a listener bound to exactly [`Lease::local`] is registered (rather than a
+    /// wildcard listener on its port alone).
+    pub(crate) fn on_specific_listener(&self) -> bool {
+        self.table.lock().listeners.contains_key(&self.local)
     }
 
     /// Marks the pair as closing with its socket kept open: its connection is gone from the

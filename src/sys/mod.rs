@@ -18,7 +18,7 @@
 //! |---|---|---|---|
 //! | Linux, Android | `SO_REUSEADDR`, `SO_REUSEPORT` | `SO_REUSEPORT` | sockets of the same effective UID that set `SO_REUSEPORT` (the kernel checks the UID) |
 //! | macOS, iOS, the BSDs | `SO_REUSEADDR`, `SO_REUSEPORT` | `SO_REUSEPORT` | sockets that set `SO_REUSEPORT` on exactly the address; FreeBSD and XNU refuse another UID |
-//! | Windows | no option | `SO_REUSEADDR` | see [`Platform::Windows`] |
+//! | Windows | no option | `SO_REUSEADDR`, bound to the specific address beside a wildcard listener and to the wildcard address beside a specific one | the same account, beside a wildcard listener (see [`Platform::Windows`]) |
 //! | Solaris, illumos, others | `SO_REUSEADDR` | (port reuse off) | nobody |
 
 #[cfg(unix)]
@@ -31,7 +31,10 @@ mod windows;
 #[cfg(windows)]
 pub(crate) use self::windows::*;
 
-use std::io;
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 /// The kernels whose socket semantics the crate tells apart.
 // Every variant exists on every host so that the decisions for all of them are unit-tested
@@ -52,14 +55,27 @@ pub(crate) enum Platform {
     /// that share the load) is not what the crate needs: it shares a port between a listener
     /// and connected sockets, and plain `SO_REUSEPORT` does that.
     Bsd,
-    /// Windows: no `SO_REUSEPORT`. A socket that sets `SO_REUSEADDR` may bind a port another
-    /// socket holds. Since Windows Server 2003 ("enhanced socket security") that only works if
-    /// the first socket on the port set `SO_REUSEADDR` too, except when both belong to the
-    /// same user account. So the listener sets nothing, and a dial binds its listening
-    /// address with `SO_REUSEADDR`: the same account's sockets may join the port (as the same
-    /// UID may on Linux), another account's may not. `SO_EXCLUSIVEADDRUSE` on the listener
-    /// would shut out our own dials too. A `bind` refused by these rules fails with
-    /// `WSAEACCES` (`PermissionDenied`) or `WSAEADDRINUSE`.
+    /// Windows: no `SO_REUSEPORT`; `SO_REUSEADDR` lets a socket bind a port another socket
+    /// holds, under the rules Microsoft documents for Windows Server 2003 and later ("enhanced
+    /// socket security", in "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE" and the table of
+    /// "Sharing Transport Addresses"): a port is shareable only if its first socket set
+    /// `SO_REUSEADDR`, except that a specific address may be bound beside a wildcard one by
+    /// the same user account; a second socket on exactly the same address is refused even for
+    /// the same account unless both set `SO_REUSEADDR`.
+    ///
+    /// The policy: a listener sets no sharing option (as a plain Windows listener: nobody can
+    /// join its address with `SO_REUSEADDR`; the option that libp2p-tcp and go-libp2p set on
+    /// their listeners lets any account bind the port). A dial from the listening port sets
+    /// `SO_REUSEADDR` and binds the other kind of address than its listener: beside a wildcard
+    /// listener the specific address the kernel routes from (allowed for the same account
+    /// only, as `SO_REUSEPORT` is for the same UID on Linux), beside a specific listener the
+    /// wildcard address with its port (allowed as for any wildcard socket beside a specific
+    /// one; the connection still leaves from the specific address, the one the kernel routes
+    /// from). `SO_EXCLUSIVEADDRUSE` on the listener would shut our own dials out. A refused
+    /// `bind` fails with `WSAEACCES` (`PermissionDenied`) or `WSAEADDRINUSE`, and the dial
+    /// falls back to an ephemeral port. These rules are Microsoft's documentation: Wine does
+    /// not emulate them once a socket listens (it refuses every such bind), and this crate has
+    /// not been run on a real Windows machine.
     Windows,
     /// Solaris, illumos and the rest: no port sharing the crate can rely on; port reuse is
     /// off.
@@ -88,10 +104,8 @@ pub(crate) struct Options {
 /// What a socket is bound for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// A listening socket. `reuse`: port reuse is on. `joins`: the port is one the transport
-    /// holds already, or sharing it with sockets outside the transport is allowed
-    /// (`Config::foreign_port_sharing`).
-    Listener { reuse: bool, joins: bool },
+    /// A listening socket; `reuse`: port reuse is on.
+    Listener { reuse: bool },
     /// A dial from a listening address.
     Dial,
     /// A dial from a port the kernel picks: shares nothing.
@@ -123,10 +137,9 @@ impl Platform {
             // Without SO_REUSEPORT the probe cannot share a port; with SO_REUSEADDR leftovers
             // in TIME_WAIT do not count as holders.
             (Self::Linux | Self::Bsd, Role::Probe) => (true, false),
-            // A first listener sets nothing, so that another account cannot join it (Windows
-            // binds past TIME_WAIT without SO_REUSEADDR). A listener joining a port the
-            // transport holds (or may share) needs SO_REUSEADDR, as a dial does.
-            (Self::Windows, Role::Listener { reuse, joins }) => (reuse && joins, false),
+            // A listener sets nothing, so that no other socket can join its address (Windows
+            // binds past TIME_WAIT without SO_REUSEADDR).
+            (Self::Windows, Role::Listener { .. }) => (false, false),
             (Self::Windows, Role::Dial) => (true, false),
             (Self::Windows, Role::Probe) => (false, false),
             (Self::NoReuse, Role::Listener { .. }) => (true, false),
@@ -136,6 +149,28 @@ impl Platform {
         Options {
             reuse_address,
             reuse_port,
+        }
+    }
+
+    /// The address a dial from the listening address `local` binds. `local` itself, except on
+    /// Windows beside a listener bound to exactly `local` (`specific_listener` says whether
+    /// one is; it is asked only there): the sharing rules refuse a second socket on that
+    /// address, so the dial binds the unspecified address with `local`'s port, and leaves from
+    /// `local` all the same, the address the kernel routes from (see [`Platform::Windows`]).
+    pub(crate) fn dial_bind_addr(
+        self,
+        local: SocketAddr,
+        specific_listener: impl FnOnce() -> bool,
+    ) -> SocketAddr {
+        match self {
+            Self::Windows if specific_listener() => {
+                let unspecified: IpAddr = match local {
+                    SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                    SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+                };
+                SocketAddr::new(unspecified, local.port())
+            }
+            _ => local,
         }
     }
 
@@ -189,25 +224,23 @@ mod tests {
 
     #[test]
     fn options_per_platform_and_role() {
-        let listener = |reuse, joins| Role::Listener { reuse, joins };
+        let listener = |reuse| Role::Listener { reuse };
         #[rustfmt::skip]
         let table = [
-            (Platform::Linux, listener(true, false), options(true, true)),
-            (Platform::Linux, listener(false, false), options(true, false)),
+            (Platform::Linux, listener(true), options(true, true)),
+            (Platform::Linux, listener(false), options(true, false)),
             (Platform::Linux, Role::Dial, options(false, true)),
             (Platform::Linux, Role::Probe, options(true, false)),
-            (Platform::Bsd, listener(true, true), options(true, true)),
-            (Platform::Bsd, listener(false, false), options(true, false)),
+            (Platform::Bsd, listener(true), options(true, true)),
+            (Platform::Bsd, listener(false), options(true, false)),
             (Platform::Bsd, Role::Dial, options(false, true)),
             (Platform::Bsd, Role::Probe, options(true, false)),
-            // Windows: a first listener shares nothing, a dial or a listener joining our own
-            // port sets SO_REUSEADDR.
-            (Platform::Windows, listener(true, false), options(false, false)),
-            (Platform::Windows, listener(true, true), options(true, false)),
-            (Platform::Windows, listener(false, true), options(false, false)),
+            // Windows: a listener shares nothing, a dial sets SO_REUSEADDR.
+            (Platform::Windows, listener(true), options(false, false)),
+            (Platform::Windows, listener(false), options(false, false)),
             (Platform::Windows, Role::Dial, options(true, false)),
             (Platform::Windows, Role::Probe, options(false, false)),
-            (Platform::NoReuse, listener(false, false), options(true, false)),
+            (Platform::NoReuse, listener(false), options(true, false)),
         ];
         let mut table = table.to_vec();
         for platform in ALL {
@@ -220,16 +253,35 @@ mod tests {
 
     #[test]
     fn no_reuseport_on_windows() {
-        for role in [
-            Role::Listener {
-                reuse: true,
-                joins: true,
-            },
-            Role::Dial,
-            Role::Probe,
-        ] {
+        for role in [Role::Listener { reuse: true }, Role::Dial, Role::Probe] {
             assert!(!Platform::Windows.options(role).reuse_port, "{role:?}");
         }
+    }
+
+    #[test]
+    fn where_a_dial_binds() {
+        let v4: SocketAddr = "192.0.2.7:4001".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::7]:4001".parse().unwrap();
+        // (platform, listening address, bound by a specific listener, bind)
+        #[rustfmt::skip]
+        let table = [
+            (Platform::Linux, v4, true, v4),
+            (Platform::Linux, v4, false, v4),
+            (Platform::Bsd, v6, true, v6),
+            (Platform::Windows, v4, false, v4),
+            (Platform::Windows, v4, true, "0.0.0.0:4001".parse().unwrap()),
+            (Platform::Windows, v6, true, "[::]:4001".parse().unwrap()),
+            (Platform::Windows, v6, false, v6),
+        ];
+        for (platform, local, specific, bind) in table {
+            assert_eq!(
+                platform.dial_bind_addr(local, || specific),
+                bind,
+                "{platform:?} {local} {specific}"
+            );
+        }
+        // The table is asked only on Windows.
+        Platform::Linux.dial_bind_addr(v4, || panic!("asked on Linux"));
     }
 
     #[test]
