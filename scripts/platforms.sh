@@ -72,14 +72,23 @@ build_std=(-Zbuild-std=std,panic_abort)
 # `cc_env`.
 set_cc_env() {
     local target=$1 var=${1//-/_}
-    local nostd="-nostdlibinc -DRING_CORE_NOSTDLIBINC=1"
+    # No C library headers (-nostdlibinc, ring's own fallbacks), no hosted environment (clang's
+    # x86 intrinsics headers then include no stdlib.h).
+    local nostd="-nostdlibinc -ffreestanding -DRING_CORE_NOSTDLIBINC=1"
     cc_env=()
     case "$target" in
         *-apple-*)
-            cc_env=("CC_$var=clang-22" "AR_$var=llvm-ar-22"
+            # cc-rs asks xcrun for the SDK unless SDKROOT names one: an empty directory will do,
+            # nothing is included from it.
+            cc_env=("CC_$var=clang-22" "AR_$var=llvm-ar-22" "SDKROOT=$root/.ci/platforms/include"
                 "CFLAGS_$var=$nostd -I$root/.ci/platforms/include") ;;
-        *-linux-android | *-windows-msvc)
+        *-linux-android)
             cc_env=("CC_$var=clang-22" "AR_$var=llvm-ar-22" "CFLAGS_$var=$nostd") ;;
+        x86_64-pc-windows-msvc)
+            # Without the MSVC headers, ring's C is compiled in clang's GNU mode for the same
+            # architecture (the last --target wins): the objects are never linked here.
+            cc_env=("CC_$var=clang-22" "AR_$var=llvm-ar-22"
+                "CFLAGS_$var=$nostd --target=x86_64-pc-windows-gnu") ;;
     esac
 }
 

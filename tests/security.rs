@@ -2,6 +2,10 @@
 //! port and take half of its connections. `listen_on` refuses a port that a socket outside the
 //! transport holds, unless `Config::foreign_port_sharing(true)`; sharing within the transport
 //! stays allowed, and TIME_WAIT leftovers or our own outbound connections do not count.
+//! Another user cannot join our listening port at all (Linux checks the UID).
+//!
+//! Windows has no SO_REUSEPORT; its sharing rules, and the listener's refusal of a socket that
+//! sets SO_REUSEADDR, are tested in tests/windows.rs.
 
 // SO_REUSEPORT, and with it the sharing this guards against, exists on unix only.
 #![cfg(unix)]
@@ -40,6 +44,13 @@ fn listen_error(t: &mut Transport, addr: SocketAddr) -> Option<io::Error> {
     }
 }
 
+/// Whether the kernel refuses a listener with SO_REUSEADDR and SO_REUSEPORT beside a foreign
+/// one on an overlapping address of the same port (a wildcard and a specific one): Linux does
+/// unless both set SO_REUSEPORT, so the probe catches it; on the BSDs and macOS SO_REUSEADDR
+/// lets the two coexist (the specific socket gets the connections to its address, nothing is
+/// split), and the probe looks at the exact address only.
+const OVERLAPS_REFUSED: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 #[tokio::test]
 async fn a_port_held_by_another_socket_is_refused() {
     for (foreign, ours) in [
@@ -49,13 +60,19 @@ async fn a_port_held_by_another_socket_is_refused() {
         ("[::1]:0", None),
         ("[::]:0", Some("::1")),
     ] {
+
         let (_foreign, held) = foreign_listener(foreign);
         let target = match ours {
             Some(ip) => SocketAddr::new(ip.parse().unwrap(), held.port()),
             None => held,
         };
         let mut t = transport();
-        let err = listen_error(&mut t, target).expect("refused");
+        let result = listen_error(&mut t, target);
+        if ours.is_some() && !OVERLAPS_REFUSED {
+            assert!(result.is_none(), "{foreign} beside {target}: {result:?}");
+            continue;
+        }
+        let err = result.expect("refused");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         let message = err.to_string();
         assert!(message.contains(&target.to_string()), "{message}");
@@ -120,4 +137,68 @@ async fn time_wait_leftovers_do_not_count() {
         listen_error(&mut again, addr).is_none(),
         "a restarted node gets its port back"
     );
+}
+
+/// Binds `addr` with SO_REUSEADDR and SO_REUSEPORT (as a daemon that wants to share the port
+/// would) from a process running as user `nobody`; what it printed: `bound`, or the errno name.
+/// `None` when no process can be started as another user here (not root, or no `setpriv` or
+/// `python3`), with the reason printed.
+#[cfg(target_os = "linux")] // setpriv(1) and the UID check are Linux's.
+fn bind_as_nobody(addr: SocketAddr) -> Option<String> {
+    let script = format!(
+        "import errno, socket\n\
+         s = socket.socket(socket.AF_INET6 if {v6} else socket.AF_INET)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n\
+         try:\n    s.bind(('{ip}', {port})); s.listen(); print('bound')\n\
+         except OSError as e:\n    print(errno.errorcode[e.errno])\n",
+        v6 = if addr.is_ipv6() { "True" } else { "False" },
+        ip = addr.ip(),
+        port = addr.port(),
+    );
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
+        .arg(script)
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+        Ok(out) => {
+            println!(
+                "NOT RUN: cannot start a process as user nobody (root, setpriv and /usr/bin/python3 are \
+                 needed): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            println!("NOT RUN: cannot start setpriv (util-linux) to run as user nobody: {e}");
+            None
+        }
+    }
+}
+
+// Linux refuses SO_REUSEPORT between different effective UIDs: another user's daemon cannot
+// join our listening port (specific or wildcard), while one of ours could (the test above).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn another_user_cannot_join_our_listening_port() {
+    for ours in ["/ip4/127.0.0.1/tcp/0", "/ip4/0.0.0.0/tcp/0", "/ip6/::1/tcp/0"] {
+        let mut t = transport();
+        let (_, addr) = listen(&mut t, ours).await;
+        let addr = if ours.contains("0.0.0.0") {
+            SocketAddr::new("0.0.0.0".parse().unwrap(), addr.port())
+        } else {
+            addr
+        };
+        let Some(outcome) = bind_as_nobody(addr) else {
+            return;
+        };
+        println!("security: user nobody binding {addr} with SO_REUSEPORT beside us: {outcome}");
+        assert_eq!(outcome, "EADDRINUSE", "user nobody binding {addr}");
+        // A process of our own user, with the same options, is let in: the UID decides.
+        let (_ours, joined) = foreign_listener(&addr.to_string());
+        assert_eq!(joined, addr);
+    }
 }
