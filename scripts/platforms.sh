@@ -138,7 +138,7 @@ if [ "$wine" = 1 ]; then
         test_args=(--lib --tests --features metrics)
     fi
     run "$target: tests under Wine (cargo test ${test_args[*]})" \
-        cargo test "${build_std[@]}" --target "$target" --locked "${test_args[@]}" \
+        cargo test "${build_std[@]}" --target "$target" --locked --no-fail-fast "${test_args[@]}" \
         -- --nocapture
 fi
 

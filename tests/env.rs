@@ -14,6 +14,9 @@ const CHILD: &str = "LIBP2P_REUSEPORT_ENV_TEST_CHILD";
 
 #[test]
 fn environment_variable_turns_port_reuse_off() {
+    if !port_sharing_here("environment_variable_turns_port_reuse_off") {
+        return;
+    }
     let cases: &[(Option<&str>, &str)] = &[
         (None, "Reused"),
         (Some("true"), "Reused"),

@@ -159,6 +159,9 @@ async fn removing_one_side_keeps_the_other_and_the_last_frees_the_port() {
 
 #[tokio::test]
 async fn both_sides_dial_from_the_shared_port() {
+    if !port_sharing_here("both_sides_dial_from_the_shared_port") {
+        return;
+    }
     let (shared, mut tcp, mut ws) = set(Config::new());
     let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
     listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
@@ -187,6 +190,9 @@ async fn both_sides_dial_from_the_shared_port() {
 
 #[tokio::test]
 async fn the_sides_share_the_bound_on_held_closing_sockets() {
+    if !port_sharing_here("the_sides_share_the_bound_on_held_closing_sockets") {
+        return;
+    }
     let (shared, mut tcp, mut ws) = set(Config::new().max_closing_sockets(1));
     #[cfg(feature = "metrics")] // The gauges exist only with the feature.
     let mut registry = prometheus_client::registry::Registry::default();

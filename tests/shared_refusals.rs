@@ -17,7 +17,16 @@ use util::{shared::*, *};
 
 #[tokio::test]
 async fn garbage_unknown_kinds_and_early_closes_are_refused_and_counted() {
-    let (shared, mut tcp, mut ws) = set(Config::new());
+    // Under Wine a FIN is not reported while unread bytes wait (it learns of one from a
+    // zero-byte peek: docs/platforms.md), so the half-closed client below is seen only at the
+    // first-bytes deadline, and counted as timed out: a short deadline there.
+    let deadline = Duration::from_millis(500);
+    let config = if under_wine() {
+        Config::new().first_bytes_timeout(deadline)
+    } else {
+        Config::new()
+    };
+    let (shared, mut tcp, mut ws) = set(config);
     let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
     listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
     let mut expected = SharedStats::default();
@@ -30,15 +39,26 @@ async fn garbage_unknown_kinds_and_early_closes_are_refused_and_counted() {
         // TLS with no websocket_tls side on this socket.
         (TLS, |s| s.unclaimed += 1),
         // The start of multistream-select, then the client half-closes: no more is coming.
-        (b"\x13", |s| s.failed += 1),
+        (b"\x13", |s| {
+            if under_wine() {
+                s.timed_out += 1
+            } else {
+                s.failed += 1
+            }
+        }),
     ];
     for (first, count) in cases {
         let mut c = client(addr, first).await;
         if first == b"\x13" {
             c.shutdown().await.unwrap();
         }
+        let driving_for = if under_wine() && first == b"\x13" {
+            deadline * 2
+        } else {
+            Duration::from_millis(200)
+        };
         let driving = tokio::spawn(async move {
-            quiet(&mut tcp, Duration::from_millis(200)).await;
+            quiet(&mut tcp, driving_for).await;
             tcp
         });
         closed_by_server(&mut c).await;

@@ -21,6 +21,9 @@ struct Seen {
 
 #[tokio::test]
 async fn identify_observes_the_dialers_listening_port() {
+    if !port_sharing_here("identify_observes_the_dialers_listening_port") {
+        return;
+    }
     for listen in ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"] {
         let mut a = reuseport();
         let mut b = reuseport();

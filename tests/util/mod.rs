@@ -109,6 +109,29 @@ pub const PAIR_TAKEN: std::io::ErrorKind = if cfg!(any(target_os = "linux", targ
     std::io::ErrorKind::AddrInUse
 };
 
+/// Whether the tests run under Wine: scripts/platforms.sh runs the Windows build of the tests
+/// there, with `WINEPREFIX` set. Wine's sockets differ from Windows' own where these tests look
+/// (docs/platforms.md): no socket may bind a port beside a listening socket (Wine sets Linux's
+/// SO_REUSEADDR on every TCP socket and never SO_REUSEPORT), so no dial leaves from a listening
+/// port; and a remote's FIN is not reported while unread bytes wait (Wine learns of it from a
+/// zero-byte peek).
+pub fn under_wine() -> bool {
+    cfg!(windows) && std::env::var_os("WINEPREFIX").is_some()
+}
+
+/// For a test that needs dials to leave from a listening port: `false` under Wine, after saying
+/// loudly that `test` did not run and why.
+pub fn port_sharing_here(test: &str) -> bool {
+    if under_wine() {
+        println!(
+            "NOT RUN under Wine: {test}: needs a dial to leave from a listening port, and Wine \
+             refuses every bind beside a listening socket (docs/platforms.md)"
+        );
+        return false;
+    }
+    true
+}
+
 /// How long any single step of a test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
