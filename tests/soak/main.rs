@@ -12,7 +12,7 @@
 //! (a connection established in the kernel and not yet accepted, crossing SYNs, the moments
 //! around a pair's release), and a 5-minute release run with both directions in both families
 //! saw the kernel refuse 96 of 285,042 dials. Each direction keeps to its own family, so the
-//! assertion of no failed system call holds (see the README's soak section).
+//! assertion of no failed system call holds (see docs/robustness.md, Soak).
 //!
 //! ```text
 //! cargo test --test soak -- --nocapture                           # 10 s
