@@ -4,17 +4,19 @@ use std::net::{IpAddr, SocketAddr};
 
 use libp2p_core::multiaddr::{Multiaddr, Protocol};
 
-/// The socket address a listener binds for `addr`: exactly `/ip4|ip6/<ip>/tcp/<port>`, any port
-/// (0 asks the OS for one), any IP (the unspecified IP listens on every interface).
+/// The socket address a listener binds for `addr`: exactly `/ip4|ip6/<ip>/tcp/<port>`,
+/// optionally followed by `/p2p/<peer id>` (as libp2p-tcp accepts it; the listener's addresses
+/// are reported without it), any port (0 asks the OS for one), any IP (the unspecified IP
+/// listens on every interface).
 pub(crate) fn listen_addr(addr: &Multiaddr) -> Option<SocketAddr> {
     let mut iter = addr.iter();
     let ip = ip(iter.next()?)?;
     let Protocol::Tcp(port) = iter.next()? else {
         return None;
     };
-    match iter.next() {
-        None => Some(SocketAddr::new(ip, port)),
-        Some(_) => None,
+    match (iter.next(), iter.next()) {
+        (None, _) | (Some(Protocol::P2p(_)), None) => Some(SocketAddr::new(ip, port)),
+        _ => None,
     }
 }
 
@@ -89,10 +91,15 @@ mod tests {
             let addr: Multiaddr = input.parse().unwrap();
             assert_eq!(listen_addr(&addr), *expected, "listen {input}");
         }
+        // A trailing peer id is accepted, as libp2p-tcp does; anything after it is not.
         let with_peer: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{PEER}")
             .parse()
             .unwrap();
-        assert_eq!(listen_addr(&with_peer), None);
+        assert_eq!(listen_addr(&with_peer), Some(sa("127.0.0.1:4001")));
+        let after_peer: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{PEER}/ws")
+            .parse()
+            .unwrap();
+        assert_eq!(listen_addr(&after_peer), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What a connection says about its local port: accepted, reused from a listener, or ephemeral
 //! and why.
 
-use std::io;
+use std::{fmt, io};
 
 /// Where the local port of a [`TcpStream`](crate::TcpStream) came from.
 ///
@@ -42,4 +42,53 @@ pub enum Fallback {
     /// The kernel refused the listening address: `bind` or `connect` failed with this kind
     /// (`AddrInUse` or `AddrNotAvailable`), and the dial was retried once from an ephemeral port.
     Refused(io::ErrorKind),
+}
+
+impl fmt::Display for PortOrigin {
+    /// `accepted`, `reused the listening port`, or `ephemeral port: <why>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Accepted => f.write_str("accepted"),
+            Self::Reused => f.write_str("reused the listening port"),
+            Self::Ephemeral(why) => write!(f, "ephemeral port: {why}"),
+        }
+    }
+}
+
+impl fmt::Display for Fallback {
+    /// Why a dial left from an ephemeral port, in a few words.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotRequested => f.write_str("a new port was asked for (PortUse::New)"),
+            Self::Disabled => f.write_str("port reuse is off"),
+            Self::NoListener => f.write_str("no listener can serve as the source"),
+            Self::NoRoute => f.write_str("the route lookup failed"),
+            Self::Busy => f.write_str("every listening address is taken for this destination"),
+            Self::Refused(kind) => write!(f, "the kernel refused the listening port ({kind})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display() {
+        let table = [
+            (PortOrigin::Accepted, "accepted"),
+            (PortOrigin::Reused, "reused the listening port"),
+            (
+                PortOrigin::Ephemeral(Fallback::Busy),
+                "ephemeral port: every listening address is taken for this destination",
+            ),
+            (
+                PortOrigin::Ephemeral(Fallback::Refused(io::ErrorKind::AddrNotAvailable)),
+                "ephemeral port: the kernel refused the listening port (address not available)",
+            ),
+        ];
+        for (origin, text) in table {
+            assert_eq!(origin.to_string(), text);
+        }
+    }
 }

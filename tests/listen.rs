@@ -180,7 +180,7 @@ async fn unsupported_addresses_are_refused_without_side_effects() {
         "/dns/localhost/tcp/0".into(),
         "/unix/tmp%2Fx.sock".into(),
         "/memory/0".into(),
-        format!("/ip4/127.0.0.1/tcp/0/p2p/{peer}"),
+        format!("/ip4/127.0.0.1/tcp/0/p2p/{peer}/ws"),
         "/ip4/127.0.0.1/tcp/0/p2p-circuit".into(),
     ];
     for addr in &listen_bad {
@@ -203,8 +203,9 @@ async fn unsupported_addresses_are_refused_without_side_effects() {
         assert!(dial_unsupported(&mut t, &ma(addr)), "dial {addr}");
     }
     assert!(t.port_reuse().listen_addrs().is_empty());
-    // The transport still works afterwards, and a /p2p suffix is fine on dial.
-    let (_, bound) = listen(&mut t, "/ip4/127.0.0.1/tcp/0").await;
+    // The transport still works afterwards, and a /p2p suffix is fine on dial, and on listen
+    // (as libp2p-tcp takes it; the listener reports its address without it).
+    let (_, bound) = listen(&mut t, &format!("/ip4/127.0.0.1/tcp/0/p2p/{peer}")).await;
     let with_peer = to_multiaddr(bound).with(libp2p_core::multiaddr::Protocol::P2p(peer));
     let dial = t
         .dial(with_peer, opts(PortUse::New))

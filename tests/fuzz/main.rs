@@ -1,7 +1,6 @@
 //! Fuzzing `listen_on` and `dial` with arbitrary multiaddrs: decoded from random bytes and built
 //! from random protocol stacks, after replaying `corpus.txt`. Nothing may panic; an address that
-//! is not exactly IP + TCP port (plus `/p2p/<id>` on dial, and no port 0 or unspecified IP on
-//! dial) must be refused with `MultiaddrNotSupported` carrying it unchanged, and a supported one
+//! is not exactly IP + TCP port (optionally `/p2p/<id>`; no port 0 or unspecified IP on dial) must be refused with `MultiaddrNotSupported` carrying it unchanged, and a supported one
 //! must never be. Dial futures to loopback are polled; the others are dropped unpolled (they do
 //! nothing until polled, so no packet leaves the machine).
 //!
@@ -38,9 +37,10 @@ fn rules(addr: &Multiaddr) -> (bool, bool) {
         Protocol::Ip6(ip) => Some(std::net::IpAddr::from(*ip)),
         _ => None,
     };
-    let listen = protocols.len() == 2
-        && ip(&protocols[0]).is_some()
-        && matches!(protocols[1], Protocol::Tcp(_));
+    let listen = matches!(
+        protocols.as_slice(),
+        [a, Protocol::Tcp(_)] | [a, Protocol::Tcp(_), Protocol::P2p(_)] if ip(a).is_some()
+    );
     let dial = match protocols.as_slice() {
         [a, Protocol::Tcp(port)] | [a, Protocol::Tcp(port), Protocol::P2p(_)] => {
             ip(a).is_some_and(|ip| !ip.is_unspecified()) && *port != 0
