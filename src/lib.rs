@@ -58,6 +58,8 @@
 // `closing` (holds sockets with their `port_reuse::Lease`), then `stream`, then `dial` and
 // `listener`, then `transport`, which wires them and owns the closing task. `limits` (what the
 // OS allows: the descriptor limit, the kernel's orphan lifetime) is read by `transport` alone.
+// `diagnostics` (the registry of live transports and listening sockets, and the checks for
+// misconfigurations) is fed by `transport`.
 
 // The benchmark's hooks exist only with the feature benches/compare turns on: the default public
 // API stays as documented.
@@ -66,6 +68,7 @@
 pub mod bench_support;
 mod closing;
 mod config;
+mod diagnostics;
 mod dial;
 mod limits;
 mod listener;
