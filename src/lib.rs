@@ -49,9 +49,21 @@
 //!
 //! To serve libp2p over plain TCP and over WebSocket (`/ws`, `/tls/ws`) on one listening port,
 //! with libp2p-websocket, use the sides of a [`SharedListeners`] set instead: each accepted
-//! connection goes to the side its first bytes are for.
+//! connection goes to the side its first bytes are for. `SwarmBuilder::with_websocket` builds a
+//! libp2p-tcp listener of its own, which on Linux joins this transport's port through
+//! `SO_REUSEPORT` and takes part of its connections.
+//!
+//! # Hole punching behind port-translating NATs (feature `identify`)
+//!
+//! libp2p-identify 0.48 replaces the port of an observed address with a listening port when the
+//! two differ. Behind a NAT that maps the listening port to another public port, or for the
+//! second of two hosts listening on one port behind one NAT, that is an address nobody can dial,
+//! and DCUtR fails. With the `identify` feature, use `Identify` in place of identify's
+//! behaviour: it also reports what the remote observes for connections that left from the
+//! listening port, unchanged.
 
-// docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics).
+// docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics,
+// identify).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Modules depend one way: `origin`, then `port_reuse` (bookkeeping, holds no socket), then
@@ -70,6 +82,9 @@ mod closing;
 mod config;
 mod diagnostics;
 mod dial;
+// The behaviour needs libp2p-swarm and libp2p-identify, optional dependencies.
+#[cfg(feature = "identify")]
+mod identify;
 mod limits;
 mod listener;
 mod metrics;
@@ -82,6 +97,9 @@ mod socket;
 mod stream;
 mod transport;
 
+// Needs the `identify` feature (see the module).
+#[cfg(feature = "identify")]
+pub use crate::identify::Identify;
 pub use crate::{
     config::{Config, PORT_REUSE_ENV},
     origin::{Fallback, PortOrigin},
