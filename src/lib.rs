@@ -60,7 +60,9 @@
 //! second of two hosts listening on one port behind one NAT, that is an address nobody can dial,
 //! and DCUtR fails. With the `identify` feature, use `Identify` in place of identify's
 //! behaviour: it also reports what the remote observes for connections that left from the
-//! listening port, unchanged.
+//! listening port, unchanged. And it warns (`tracing`, level `warn`) about the mistakes above:
+//! another TCP transport taking the listening addresses, a foreign socket sharing a listening
+//! port (Linux), port reuse off, a dial before `listen_on`.
 
 // docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics,
 // identify).
@@ -71,7 +73,7 @@
 // `listener`, then `transport`, which wires them and owns the closing task. `limits` (what the
 // OS allows: the descriptor limit, the kernel's orphan lifetime) is read by `transport` alone.
 // `diagnostics` (the registry of live transports and listening sockets, and the checks for
-// misconfigurations) is fed by `transport`.
+// misconfigurations) is fed by `transport` and asked by `identify`, the swarm behaviour.
 
 // The benchmark's hooks exist only with the feature benches/compare turns on: the default public
 // API stays as documented.

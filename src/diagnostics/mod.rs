@@ -3,20 +3,34 @@
 //!
 //! A process-wide registry knows how many transports of this crate live and which sockets they
 //! listen on; each entry is a guard its owner (a [`Transport`](crate::Transport), a listening
-//! socket) holds and removes on drop, so the registry keeps nothing alive. The port-sharing
-//! check runs when a listener of this crate joins a port it already listens on.
+//! socket) holds and removes on drop, so the registry keeps nothing alive. The swarm-level checks
+//! run in [`Identify`](crate::Identify) (feature `identify`), which sees every listening address
+//! of the swarm, whichever transport it belongs to; the port-sharing check also runs when a
+//! listener of this crate joins a port it already listens on.
 //!
 //! - this file: the registry, and [`check_port_sharing`]: a listening socket on one of our ports
 //!   that is not ours (through `SO_REUSEPORT`, e.g. `SwarmBuilder::with_websocket`'s own TCP
 //!   listener);
 //! - `proc_net`: the listening sockets the kernel lists in `/proc/net/tcp{,6}`, parsed (pure)
-//!   and read (Linux only: elsewhere the port-sharing check does nothing).
+//!   and read (Linux only: elsewhere the port-sharing check does nothing);
+//! - `swarm` (feature `identify`): a TCP address the swarm listens on that no transport of this
+//!   crate listens on (another TCP transport took it: `SwarmBuilder::with_tcp`), or one this
+//!   crate listens on with port reuse off; whether a connection dialed with port reuse can have
+//!   left from a listening port (none can before `listen_on`).
 
 mod proc_net;
+// Only `Identify` sees the swarm's listening addresses and connections.
+#[cfg(feature = "identify")]
+mod swarm;
 
 use std::{
     net::SocketAddr,
     sync::{Mutex, MutexGuard, PoisonError},
+};
+
+#[cfg(feature = "identify")] // See `mod swarm`.
+pub(crate) use self::swarm::{
+    DialSource, check_listen_addr, dial_source, warn_dialed_before_listening,
 };
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {

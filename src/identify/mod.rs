@@ -1,5 +1,5 @@
 //! [`Identify`]: libp2p-identify's behaviour, with the observed addresses of connections that
-//! left from a listening port reported unchanged.
+//! left from a listening port reported unchanged, and the swarm-level diagnostics.
 //!
 //! - this file: the behaviour, delegating every call to the wrapped one;
 //! - `observed`: which observations are reported as they are (pure, unit-tested).
@@ -7,21 +7,26 @@
 mod observed;
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     fmt,
     ops::{Deref, DerefMut},
     task::{Context, Poll},
 };
 
-use libp2p_core::{Endpoint, Multiaddr, transport::PortUse};
+use libp2p_core::{Endpoint, Multiaddr, multiaddr::Protocol, transport::PortUse};
 use libp2p_identify as identify;
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm, behaviour::ListenAddresses,
+    ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, ListenerClosed, NetworkBehaviour,
+    NewListenAddr, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    behaviour::ListenAddresses,
 };
 
 use self::observed::{Observed, dialed_from_listening_port};
+use crate::{
+    diagnostics::{self, DialSource},
+    multiaddr,
+};
 
 /// libp2p-identify's [`Behaviour`](libp2p_identify::Behaviour), which it wraps and delegates
 /// everything to, plus the one address identify 0.48 no longer reports: what the remote observes
@@ -87,12 +92,39 @@ use self::observed::{Observed, dialed_from_listening_port};
 ///     BehaviourEvent::Ping(_) => None,
 /// };
 /// ```
+///
+/// # Diagnostics
+///
+/// Seeing every listening address of the swarm, whichever transport it belongs to, `Identify`
+/// also warns (`tracing`, level `warn`, the fix in the message) when:
+///
+/// - the swarm listens on a TCP address that no transport of this crate listens on, while one
+///   lives in the process: another TCP transport took it (`SwarmBuilder::with_tcp` is asked
+///   first for every TCP address, so this transport never listens or dials);
+/// - this crate listens with port reuse off ([`Config::port_reuse`](crate::Config::port_reuse),
+///   [`PORT_REUSE_ENV`](crate::PORT_REUSE_ENV), a platform without `SO_REUSEPORT`);
+/// - another listening socket joined one of this crate's listening ports through `SO_REUSEPORT`
+///   (`SwarmBuilder::with_websocket` builds its own libp2p-tcp listener, which joins the port
+///   when it binds second), so that Linux splits the incoming connections between the two:
+///   read from `/proc/net/tcp` and `/proc/net/tcp6`, on Linux only (elsewhere, Android included,
+///   this check does nothing); a listener of this crate that joins a port it already listens on
+///   runs the same check, with or without `Identify`;
+/// - a connection was dialed with port reuse while no transport of this crate listened (dialed
+///   before `listen_on`): it left from an ephemeral port, and its observation is not reported.
+///
+/// The first two and the last look at every transport of this crate in the process: a process
+/// that runs another swarm on libp2p-tcp next to one on this crate may get a warning meant for
+/// the other.
 pub struct Identify {
     inner: identify::Behaviour,
     observed: Observed,
     listen_addrs: ListenAddresses,
+    /// Listeners whose first address went through the diagnostics.
+    checked: HashSet<libp2p_core::transport::ListenerId>,
     /// Candidates to report before polling `inner` again. At most one per `Received` event.
     candidates: VecDeque<Multiaddr>,
+    /// Whether a dial before `listen_on` was reported (once per behaviour).
+    warned_not_listening: bool,
 }
 
 impl Identify {
@@ -102,13 +134,25 @@ impl Identify {
             inner,
             observed: Observed::default(),
             listen_addrs: ListenAddresses::default(),
+            checked: HashSet::new(),
             candidates: VecDeque::new(),
+            warned_not_listening: false,
         }
     }
 
     /// The wrapped behaviour.
     pub fn into_inner(self) -> identify::Behaviour {
         self.inner
+    }
+
+    /// Runs the diagnostics on the first address of a listener.
+    fn check_listener(&mut self, NewListenAddr { listener_id, addr }: NewListenAddr<'_>) {
+        if !self.checked.insert(listener_id) {
+            return;
+        }
+        if let Some((tcp, bare)) = multiaddr::tcp_prefix(addr) {
+            diagnostics::check_listen_addr(tcp, bare, addr);
+        }
     }
 }
 
@@ -195,15 +239,36 @@ impl NetworkBehaviour for Identify {
             port_use,
         )?;
         if dialed_from_listening_port(addr, port_use) {
-            self.observed.track(connection_id);
+            let ip = match addr.iter().next() {
+                Some(Protocol::Ip4(ip)) => Some(ip.into()),
+                Some(Protocol::Ip6(ip)) => Some(ip.into()),
+                _ => None,
+            };
+            match diagnostics::dial_source(ip) {
+                DialSource::MaybeListening => self.observed.track(connection_id),
+                DialSource::Ephemeral => {}
+                DialSource::NotListening => {
+                    if !self.warned_not_listening {
+                        self.warned_not_listening = true;
+                        diagnostics::warn_dialed_before_listening(addr);
+                    }
+                }
+            }
         }
         Ok(handler)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         self.listen_addrs.on_swarm_event(&event);
-        if let FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) = event {
-            self.observed.closed(connection_id);
+        match event {
+            FromSwarm::NewListenAddr(new) => self.check_listener(new),
+            FromSwarm::ListenerClosed(ListenerClosed { listener_id, .. }) => {
+                self.checked.remove(&listener_id);
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) => {
+                self.observed.closed(connection_id);
+            }
+            _ => {}
         }
         self.inner.on_swarm_event(event);
     }
