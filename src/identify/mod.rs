@@ -13,7 +13,11 @@ use std::{
     task::{Context, Poll},
 };
 
-use libp2p_core::{Endpoint, Multiaddr, multiaddr::Protocol, transport::PortUse};
+use libp2p_core::{
+    Endpoint, Multiaddr,
+    multiaddr::Protocol,
+    transport::{ListenerId, PortUse},
+};
 use libp2p_identify as identify;
 use libp2p_identity::PeerId;
 use libp2p_swarm::{
@@ -55,11 +59,13 @@ use crate::{
 /// the listening port; identify reports it as it is, and `Identify` adds nothing. It never
 /// reports observations of inbound connections, of dials with `PortUse::New`, of relayed
 /// connections (`/p2p-circuit`) or of non-TCP connections (QUIC); observations with a listening
-/// port; or the same observation of a connection twice. A dial that asked for port reuse but
-/// left from an ephemeral port (see [`TcpStream::port_origin`](crate::TcpStream::port_origin):
-/// a second connection to the same peer address, a refused listening port) gives a candidate
-/// that only a NAT mapping every destination alike could make use of; DCUtR's remote tries it
-/// along with the others.
+/// port; the same observation of a connection twice; or observations of connections that it
+/// can tell left from an ephemeral port (no listener of this crate in their IP family with port
+/// reuse on). A dial that asked for port reuse but left from an ephemeral port for another
+/// reason (see [`TcpStream::port_origin`](crate::TcpStream::port_origin): a second connection
+/// to the same peer address, a refused listening port) gives a candidate that only a NAT
+/// mapping every destination alike could make use of; DCUtR's remote tries it along with the
+/// others.
 ///
 /// # Use
 ///
@@ -107,8 +113,8 @@ use crate::{
 ///   (`SwarmBuilder::with_websocket` builds its own libp2p-tcp listener, which joins the port
 ///   when it binds second), so that Linux splits the incoming connections between the two:
 ///   read from `/proc/net/tcp` and `/proc/net/tcp6`, on Linux only (elsewhere, Android included,
-///   this check does nothing); a listener of this crate that joins a port it already listens on
-///   runs the same check, with or without `Identify`;
+///   this check does nothing); a listener of this crate that joins a port its transport already
+///   listens on runs the same check, with or without `Identify`;
 /// - a connection was dialed with port reuse while no transport of this crate listened (dialed
 ///   before `listen_on`): it left from an ephemeral port, and its observation is not reported.
 ///
@@ -120,7 +126,7 @@ pub struct Identify {
     observed: Observed,
     listen_addrs: ListenAddresses,
     /// Listeners whose first address went through the diagnostics.
-    checked: HashSet<libp2p_core::transport::ListenerId>,
+    checked: HashSet<ListenerId>,
     /// Candidates to report before polling `inner` again. At most one per `Received` event.
     candidates: VecDeque<Multiaddr>,
     /// Whether a dial before `listen_on` was reported (once per behaviour).
