@@ -159,16 +159,35 @@
 //! # Configuration and platforms
 //!
 //! [`Config::new`] lists every option, its socket option and its default. Listeners and reusing
-//! dials set `SO_REUSEPORT` (unix except Solaris and illumos); elsewhere the transport works with
-//! port reuse off. IPv6 sockets set `IPV6_V6ONLY`.
+//! dials set `SO_REUSEPORT` on Linux, Android, macOS, iOS and the BSDs; on Windows a dial sets
+//! `SO_REUSEADDR` beside a listener that shares nothing, as Microsoft's rules for the same
+//! account allow; Solaris and illumos work with port reuse off. IPv6 sockets set
+//! `IPV6_V6ONLY`. The policy per platform and who else can take the port: `docs/platforms.md`
+//! in the repository.
+//!
+//! # Hole punching behind port-translating NATs (feature `identify`)
+//!
+//! libp2p-identify 0.48 replaces the port of an observed address with a listening port when the
+//! two differ. Behind a NAT that maps the listening port to another public port, or for the
+//! second of two hosts listening on one port behind one NAT, that is an address nobody can dial,
+//! and DCUtR fails. With the `identify` feature, use `Identify` in place of identify's
+//! behaviour: it also reports what the remote observes for connections that left from the
+//! listening port, unchanged. And it warns (`tracing`, level `warn`, with the fix) about the
+//! mistakes that silently break hole punching: another TCP transport taking the listening
+//! addresses (`SwarmBuilder::with_tcp`), a foreign socket sharing a listening port
+//! (`SwarmBuilder::with_websocket`'s libp2p-tcp listener; Linux), port reuse off, a dial before
+//! `listen_on`.
 
-// docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics).
+// docs.rs builds with `--cfg docsrs` on nightly: mark items that need a feature (metrics,
+// identify).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Modules depend one way: `origin`, then `port_reuse` (bookkeeping, holds no socket), then
 // `closing` (holds sockets with their `port_reuse::Lease`), then `stream`, then `dial` and
 // `listener`, then `transport`, which wires them and owns the closing task. `limits` (what the
 // OS allows: the descriptor limit, the kernel's orphan lifetime) is read by `transport` alone.
+// `diagnostics` (the registry of live transports and listening sockets, and the checks for
+// misconfigurations) is fed by `transport` and asked by `identify`, the swarm behaviour.
 
 // The benchmark's hooks exist only with the feature benches/compare turns on: the default public
 // API stays as documented.
@@ -178,8 +197,12 @@ pub mod bench_support;
 mod builder;
 mod closing;
 mod config;
+mod diagnostics;
 mod dial;
 mod error;
+// The behaviour needs libp2p-swarm and libp2p-identify, optional dependencies.
+#[cfg(feature = "identify")]
+mod identify;
 mod limits;
 mod listener;
 mod metrics;
@@ -193,6 +216,9 @@ mod stream;
 mod sys;
 mod transport;
 
+// Needs the `identify` feature (see the module).
+#[cfg(feature = "identify")]
+pub use crate::identify::Identify;
 pub use crate::{
     builder::{IntoMultiplexerUpgrade, IntoSecurityUpgrade, SelectSecurityUpgrade, tcp, upgrade},
     config::{Config, PORT_REUSE_ENV},

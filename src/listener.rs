@@ -25,11 +25,12 @@ use libp2p_core::transport::{ListenerId, TransportEvent};
 use crate::{
     TcpStream,
     closing::Reaper,
-    error,
+    diagnostics, error,
     metrics::Metrics,
     multiaddr::to_multiaddr,
     port_reuse::{PortReuse, Registration},
     stream::OnDrop,
+    transport::Bound,
 };
 
 /// What a listener yields.
@@ -60,19 +61,22 @@ pub(crate) trait Accept: Unpin {
     ) -> Poll<io::Result<(tokio::net::TcpStream, SocketAddr)>>;
 }
 
-/// A listening socket of the listener's own, registered for port reuse while it lives.
+/// A listening socket of the listener's own, registered for port reuse (and listed for the
+/// diagnostics) while it lives.
 pub(crate) struct OwnSocket {
     socket: tokio::net::TcpListener,
     _registration: Option<Registration>,
+    _listening: diagnostics::Listening,
     backoff: Backoff,
 }
 
 impl OwnSocket {
-    /// A bound, listening socket; `registration` keeps its address in the port-reuse table.
-    pub(crate) fn new(socket: tokio::net::TcpListener, registration: Option<Registration>) -> Self {
+    /// A bound, listening socket, with its registration and its diagnostics entry.
+    pub(crate) fn new(bound: Bound) -> Self {
         Self {
-            socket,
-            _registration: registration,
+            socket: bound.socket,
+            _registration: bound.registration,
+            _listening: bound.listening,
             backoff: Backoff::default(),
         }
     }

@@ -38,6 +38,23 @@ pub(crate) fn dial_addr(addr: &Multiaddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// The `/ip4|ip6/<ip>/tcp/<port>` an address starts with, whatever follows (`/ws`, `/tls/ws`,
+/// `/p2p/<id>`, `/p2p-circuit`), and whether nothing but an optional `/p2p/<id>` follows.
+// Only `Identify` looks at addresses other transports listen on.
+#[cfg(feature = "identify")]
+pub(crate) fn tcp_prefix(addr: &Multiaddr) -> Option<(SocketAddr, bool)> {
+    let mut iter = addr.iter();
+    let ip = ip(iter.next()?)?;
+    let Protocol::Tcp(port) = iter.next()? else {
+        return None;
+    };
+    let bare = matches!(
+        (iter.next(), iter.next()),
+        (None, _) | (Some(Protocol::P2p(_)), None)
+    );
+    Some((SocketAddr::new(ip, port), bare))
+}
+
 /// `/ip4|ip6/<ip>/tcp/<port>` for a socket address.
 pub(crate) fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
     Multiaddr::empty()
@@ -139,6 +156,43 @@ mod tests {
         for (input, expected) in table {
             let addr: Multiaddr = input.parse().unwrap();
             assert_eq!(dial_addr(&addr), *expected, "dial {input}");
+        }
+    }
+
+    // tcp_prefix exists with the feature that uses it.
+    #[cfg(feature = "identify")]
+    #[test]
+    fn tcp_prefixes() {
+        let table: &[(String, Option<(SocketAddr, bool)>)] = &[
+            (
+                "/ip4/127.0.0.1/tcp/4001".into(),
+                Some((sa("127.0.0.1:4001"), true)),
+            ),
+            ("/ip6/::/tcp/0".into(), Some((sa("[::]:0"), true))),
+            (
+                format!("/ip4/1.2.3.4/tcp/4001/p2p/{PEER}"),
+                Some((sa("1.2.3.4:4001"), true)),
+            ),
+            (
+                "/ip4/1.2.3.4/tcp/4001/ws".into(),
+                Some((sa("1.2.3.4:4001"), false)),
+            ),
+            (
+                "/ip6/::1/tcp/4001/tls/ws".into(),
+                Some((sa("[::1]:4001"), false)),
+            ),
+            (
+                format!("/ip4/1.2.3.4/tcp/4001/p2p/{PEER}/p2p-circuit"),
+                Some((sa("1.2.3.4:4001"), false)),
+            ),
+            ("/ip4/1.2.3.4/udp/4001/quic-v1".into(), None),
+            ("/dns4/localhost/tcp/4001".into(), None),
+            (format!("/p2p/{PEER}"), None),
+            ("/ip4/1.2.3.4".into(), None),
+        ];
+        for (input, expected) in table {
+            let addr: Multiaddr = input.parse().unwrap();
+            assert_eq!(tcp_prefix(&addr), *expected, "{input}");
         }
     }
 

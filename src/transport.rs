@@ -19,6 +19,7 @@ use crate::{
     Config, TcpStream,
     closing::Reaper,
     config::{PORT_REUSE_ENV, env_disables_reuse},
+    diagnostics,
     dial::{self, Reuse},
     error, limits,
     listener::{Event, Listener, Listeners, OwnSocket, Pairs},
@@ -30,12 +31,13 @@ use crate::{
     sys::{PLATFORM, Role},
 };
 
-/// A bound, listening socket, its address (the port is concrete, the IP may be unspecified) and
-/// its registration in the port-reuse table.
+/// A bound, listening socket, its address (the port is concrete, the IP may be unspecified), its
+/// registration in the port-reuse table and its entry in the diagnostics' registry.
 pub(crate) struct Bound {
     pub(crate) socket: tokio::net::TcpListener,
     pub(crate) addr: SocketAddr,
     pub(crate) registration: Option<Registration>,
+    pub(crate) listening: diagnostics::Listening,
 }
 
 /// What [`Transport::dial`](libp2p_core::Transport::dial) returns.
@@ -51,6 +53,8 @@ pub struct Transport {
     reaper: Arc<Reaper>,
     metrics: Metrics,
     listeners: Listeners<OwnSocket>,
+    /// Counts this transport among the live ones for the diagnostics.
+    _diagnostics: diagnostics::TransportEntry,
 }
 
 impl Transport {
@@ -72,6 +76,7 @@ impl Transport {
             reaper: Arc::default(),
             metrics: Metrics::new(),
             listeners: Listeners::new(),
+            _diagnostics: diagnostics::TransportEntry::new(),
         }
     }
 
@@ -142,11 +147,13 @@ impl Transport {
         // With SO_REUSEPORT the kernel would let us share a port another socket of this user
         // already listens on, and split its connections between the two. Unless the port is
         // ours already or sharing is wanted, find out first whether anyone else holds it.
-        if reuse
+        // A port that is ours already may have been joined by another socket since: checked
+        // once this one listens too.
+        let joins_ours = reuse
             && addr.port() != 0
             && !self.config.foreign_port_sharing
-            && !self.port_reuse.holds_port(addr)
-        {
+            && self.port_reuse.holds_port(addr);
+        if reuse && addr.port() != 0 && !self.config.foreign_port_sharing && !joins_ours {
             socket::ensure_unshared(addr)?;
         }
         let socket = socket::tcp(&self.config, addr, Role::Listener { reuse })?;
@@ -158,10 +165,15 @@ impl Transport {
             .ok_or_else(|| io::Error::other("bound listener has no IP address"))?;
         let socket = tokio::net::TcpListener::from_std(socket.into())?;
         let registration = reuse.then(|| self.port_reuse.register(bound));
+        let listening = diagnostics::Listening::new(bound, reuse, self.config.foreign_port_sharing);
+        if joins_ours {
+            diagnostics::check_port_sharing(bound);
+        }
         Ok(Bound {
             socket,
             addr: bound,
             registration,
+            listening,
         })
     }
 
@@ -178,12 +190,8 @@ impl Transport {
     fn listen(&self, id: ListenerId, addr: SocketAddr) -> io::Result<Listener<OwnSocket>> {
         let bound = self.bind(addr)?;
         tracing::debug!(listener = %id, addr = %bound.addr, reuse = bound.registration.is_some(), "listening");
-        Listener::new(
-            id,
-            OwnSocket::new(bound.socket, bound.registration),
-            bound.addr,
-            self.pairs(),
-        )
+        let addr = bound.addr;
+        Listener::new(id, OwnSocket::new(bound), addr, self.pairs())
     }
 }
 

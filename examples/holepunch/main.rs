@@ -35,18 +35,17 @@ use libp2p::{
     swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
     yamux,
 };
-use libp2p_reuseport::{Config, Transport};
-
-mod observed;
+use libp2p_reuseport::{Config, Identify, Transport};
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     relay: Toggle<relay::Behaviour>,
     relay_client: Toggle<relay::client::Behaviour>,
     dcutr: Toggle<dcutr::Behaviour>,
-    identify: identify::Behaviour,
-    /// Hands identify's observations to DCUtR as they are (see `observed.rs`).
-    observed: observed::Behaviour,
+    /// identify, with the observed addresses of connections that left from the listening port
+    /// also reported unchanged (identify 0.48 replaces an observed port that is not a listening
+    /// port, which breaks hole punching behind port-translating NATs).
+    identify: Identify,
     ping: ping::Behaviour,
 }
 
@@ -157,11 +156,10 @@ fn swarm(args: &Args) -> Result<Swarm<Behaviour>, Box<dyn Error>> {
             dcutr: Some(dcutr::Behaviour::new(id))
                 .filter(|_| mode != Mode::Relay)
                 .into(),
-            identify: identify::Behaviour::new(identify::Config::new(
+            identify: Identify::new(identify::Behaviour::new(identify::Config::new(
                 "/libp2p-reuseport-holepunch/1".into(),
                 key.public(),
-            )),
-            observed: observed::Behaviour::default(),
+            ))),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(1))),
         }
     };
@@ -209,9 +207,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     };
     // `RUST_LOG=debug` (or e.g. `libp2p_dcutr=debug,libp2p_reuseport=debug`) shows what the
-    // transport and DCUtR do, on standard error.
+    // transport and DCUtR do, on standard error; without it, warnings (such as libp2p-reuseport's
+    // about a misbuilt swarm) and errors.
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
@@ -245,16 +248,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
-                connection_id,
                 info,
+                ..
             })) if peer_id == relay_id && !learned => {
-                // Identify reports it to DCUtR as our address candidate, with the listening
-                // port in place of the observed one; `observed` reports it as it is.
+                // `Identify` reports it to DCUtR as our address candidate as it is, next to
+                // identify's own candidate with the listening port in place of the observed one.
                 say(format!("the relay observes us at {}", info.observed_addr));
-                swarm
-                    .behaviour_mut()
-                    .observed
-                    .observed(connection_id, &info.observed_addr);
                 learned = true;
                 swarm.listen_on(relay_addr.clone().with(Protocol::P2pCircuit))?;
             }

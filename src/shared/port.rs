@@ -23,7 +23,7 @@ use super::{
     stats::{Counters, Refusal},
 };
 use crate::{
-    Config, error,
+    Config, diagnostics, error,
     listener::{Accept, Backoff},
     port_reuse::Registration,
     transport::Bound,
@@ -58,6 +58,7 @@ pub(crate) struct Port {
 struct State {
     socket: tokio::net::TcpListener,
     _registration: Option<Registration>,
+    _listening: diagnostics::Listening,
     backoff: Backoff,
     /// Accepted connections waiting for their first bytes.
     waiting: FuturesUnordered<BoxFuture<'static, Waited>>,
@@ -85,6 +86,7 @@ impl Port {
             state: Mutex::new(State {
                 socket: bound.socket,
                 _registration: bound.registration,
+                _listening: bound.listening,
                 backoff: Backoff::default(),
                 waiting: FuturesUnordered::new(),
                 slots: [None, None, None],

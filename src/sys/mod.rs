@@ -204,6 +204,29 @@ impl Platform {
     }
 }
 
+/// The local addresses of the listening sockets of one family in this network namespace, or
+/// `None` where they cannot be read.
+pub(crate) fn listening_sockets(v6: bool) -> Option<Vec<SocketAddr>> {
+    // Only Linux has these files for sure. Android has them too, but has denied apps reading
+    // /proc/net since Android 10 (SELinux, which also logs every denied read); other systems
+    // have no such files. Where the check cannot read them it does nothing.
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let path = if v6 {
+        "/proc/net/tcp6"
+    } else {
+        "/proc/net/tcp"
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(crate::diagnostics::parse_listening(&text, v6)),
+        Err(error) => {
+            tracing::debug!(path, %error, "cannot read the listening sockets");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod go_peer;
+pub mod logs;
 pub mod shared;
 pub mod swarm;
 

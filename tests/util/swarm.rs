@@ -1,6 +1,6 @@
 //! libp2p swarms for the tests: identify and ping over this crate's transport, its shared
-//! listener set (TCP and WebSocket on one port), WebSocket over it, or libp2p-tcp; and a loop
-//! that collects what a test waits for.
+//! listener set (TCP and WebSocket on one port), WebSocket over it, or libp2p-tcp; this crate's
+//! `Identify` over any transport; and a loop that collects what a test waits for.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     yamux,
 };
-use libp2p_reuseport::{Config, PortReuse, SharedListeners, TcpStream, Transport};
+use libp2p_reuseport::{Config, Identify, PortReuse, SharedListeners, TcpStream, Transport};
 use libp2p_websocket as websocket;
 
 use super::{ma, within};
@@ -33,6 +33,22 @@ fn behaviour(key: &identity::Keypair) -> Behaviour {
     }
 }
 
+/// This crate's `Identify` (feature `identify`) alone.
+#[derive(NetworkBehaviour)]
+pub struct Identified {
+    pub identify: Identify,
+}
+
+/// An [`Identified`] behaviour for the swarm with `key`.
+pub fn identified(key: &identity::Keypair) -> Identified {
+    Identified {
+        identify: Identify::new(identify::Behaviour::new(identify::Config::new(
+            "/ipfs/id/1.0.0".into(),
+            key.public(),
+        ))),
+    }
+}
+
 /// A swarm with identify and ping over `transport` (made from the swarm's key), secured with
 /// noise and multiplexed with yamux.
 fn build<T>(transport: impl FnOnce() -> T) -> Swarm<Behaviour>
@@ -42,6 +58,22 @@ where
     T::Error: Send + Sync + 'static,
     T::Dial: Send,
     T::ListenerUpgrade: Send,
+{
+    build_with(transport, behaviour)
+}
+
+/// A swarm with `behaviour` over `transport`, secured with noise and multiplexed with yamux.
+pub fn build_with<T, B>(
+    transport: impl FnOnce() -> T,
+    behaviour: impl FnOnce(&identity::Keypair) -> B,
+) -> Swarm<B>
+where
+    T: libp2p::Transport + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send,
+    T::ListenerUpgrade: Send,
+    B: NetworkBehaviour,
 {
     SwarmBuilder::with_new_identity()
         .with_tokio()
@@ -139,7 +171,7 @@ pub fn libp2p_tcp() -> Swarm<Behaviour> {
 }
 
 /// Listens on `addr` and returns the first listening address.
-pub async fn listen_on(swarm: &mut Swarm<Behaviour>, addr: &str) -> Multiaddr {
+pub async fn listen_on<B: NetworkBehaviour>(swarm: &mut Swarm<B>, addr: &str) -> Multiaddr {
     swarm.listen_on(ma(addr)).expect("listen_on");
     within("listen address", async {
         loop {
