@@ -117,7 +117,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         "the socket routed {} connection(s) to TCP (multistream-select), {} to WebSocket (HTTP), refused {}",
         stats.multistream,
         stats.http,
-        stats.refused()
+        stats.closed()
     );
     Ok(())
 }

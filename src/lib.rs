@@ -189,11 +189,11 @@
 // `diagnostics` (the registry of live transports and listening sockets, and the checks for
 // misconfigurations) is fed by `transport` and asked by `identify`, the swarm behaviour.
 
-// The benchmark's hooks exist only with the feature benches/compare turns on: the default public
-// API stays as documented.
-#[cfg(feature = "bench-internals")]
+// The benchmark's hooks (benches/compare): hidden from the docs, no feature of their own, not
+// part of the API, free to change.
 #[doc(hidden)]
-pub mod bench_support;
+#[path = "bench.rs"]
+pub mod __bench;
 mod builder;
 mod closing;
 mod config;

@@ -66,7 +66,7 @@ async fn garbage_unknown_kinds_and_early_closes_are_refused_and_counted() {
         count(&mut expected);
         assert_eq!(shared.stats(), expected, "after {first:?}");
     }
-    assert_eq!(expected.refused(), 5);
+    assert_eq!(expected.closed(), 5);
     quiet(&mut ws, Duration::from_millis(50)).await;
     println!("refused: {:?}", shared.stats());
 }

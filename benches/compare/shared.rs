@@ -103,9 +103,9 @@ impl Listener {
     }
 
     /// Connections the shared set closed instead of handing over (must stay 0).
-    fn refused(&self) -> u64 {
+    fn closed(&self) -> u64 {
         match self {
-            Self::Shared { set, .. } => set.stats().refused(),
+            Self::Shared { set, .. } => set.stats().closed(),
             _ => 0,
         }
     }
@@ -138,7 +138,7 @@ async fn rate(kind: Kind, connections: usize) -> f64 {
     for dialer in dialers {
         let _ = dialer.await;
     }
-    assert_eq!(listener.refused(), 0, "the shared listener refused none");
+    assert_eq!(listener.closed(), 0, "the shared listener closed none");
     rate
 }
 

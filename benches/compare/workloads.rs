@@ -9,7 +9,7 @@ use std::{
 };
 
 use futures::future::join_all;
-use libp2p_reuseport::bench_support::Selection;
+use libp2p_reuseport::__bench::Selection;
 use tokio::io::AsyncReadExt as _;
 
 use crate::{

@@ -37,9 +37,9 @@ pub struct SharedStats {
 }
 
 impl SharedStats {
-    /// Every connection closed by the shared listener set rather than handed to a side (all
-    /// but `multistream`, `http` and `tls`).
-    pub fn refused(&self) -> u64 {
+    /// Every connection the shared listener set closed rather than handed to a side (all but
+    /// `multistream`, `http` and `tls`).
+    pub fn closed(&self) -> u64 {
         self.unknown + self.timed_out + self.unclaimed + self.overflow + self.failed
     }
 }

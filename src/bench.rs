@@ -1,6 +1,5 @@
-//! Hooks for `benches/compare`: the port-reuse table's choice of a source, without sockets.
-//! Only with the `bench-internals` feature; not part of the public API, hidden from the docs and
-//! free to change.
+//! Hooks for `benches/compare`: the port-reuse table's choice of a source, without sockets. Not
+//! part of the public API (`__bench`, hidden from the docs), free to change.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
