@@ -60,7 +60,6 @@ async fn a_port_held_by_another_socket_is_refused() {
         ("[::1]:0", None),
         ("[::]:0", Some("::1")),
     ] {
-
         let (_foreign, held) = foreign_listener(foreign);
         let target = match ours {
             Some(ip) => SocketAddr::new(ip.parse().unwrap(), held.port()),
@@ -157,7 +156,13 @@ fn bind_as_nobody(addr: SocketAddr) -> Option<String> {
         port = addr.port(),
     );
     let output = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
         .arg(script)
         .output();
     match output {
@@ -184,7 +189,11 @@ fn bind_as_nobody(addr: SocketAddr) -> Option<String> {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn another_user_cannot_join_our_listening_port() {
-    for ours in ["/ip4/127.0.0.1/tcp/0", "/ip4/0.0.0.0/tcp/0", "/ip6/::1/tcp/0"] {
+    for ours in [
+        "/ip4/127.0.0.1/tcp/0",
+        "/ip4/0.0.0.0/tcp/0",
+        "/ip6/::1/tcp/0",
+    ] {
         let mut t = transport();
         let (_, addr) = listen(&mut t, ours).await;
         let addr = if ours.contains("0.0.0.0") {
