@@ -31,6 +31,7 @@ pub struct Config {
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
     pub(crate) refused_retry_window: Duration,
+    pub(crate) tcp_info_interval: Duration,
     pub(crate) first_bytes_timeout: Duration,
     pub(crate) first_bytes_concurrency: usize,
     /// `None`: derived from the descriptor limit when the transport is created.
@@ -53,6 +54,7 @@ impl Config {
     /// | [`first_bytes_timeout`](Self::first_bytes_timeout) | [`SharedListeners`](crate::SharedListeners): how long an accepted connection may take to send its first bytes | 5 s |
     /// | [`first_bytes_concurrency`](Self::first_bytes_concurrency) | [`SharedListeners`](crate::SharedListeners): connections per socket waiting for their first bytes at once | 64 |
     /// | [`max_closing_sockets`](Self::max_closing_sockets) | closing connections kept open until their remote closes | an eighth of the soft descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is created, at most 8,192; 128 where there is no such limit (Windows) |
+    /// | [`tcp_info_interval`](Self::tcp_info_interval) | `metrics` feature, Linux: how often at most the connections' TCP_INFO is sampled | 10 s |
     ///
     /// # Keepalive on, linger not set
     ///
@@ -87,6 +89,7 @@ impl Config {
             port_reuse: true,
             foreign_port_sharing: false,
             refused_retry_window: Duration::from_millis(250),
+            tcp_info_interval: Duration::from_secs(10),
             first_bytes_timeout: Duration::from_secs(5),
             first_bytes_concurrency: 64,
             max_closing_sockets: None,
@@ -220,6 +223,17 @@ impl Config {
         self.refused_retry_window = value;
         self
     }
+
+    /// With the `metrics` feature on Linux: the shortest time between two samples of the
+    /// connections' TCP_INFO (round-trip time, segments, retransmissions, bytes; see
+    /// [`Transport::register_metrics`](crate::Transport#method.register_metrics)). A sample is
+    /// taken when the registry is encoded (a scrape) and the last one is at least this old, so
+    /// a scrape every 15 s samples at every scrape, and several scrapers at once sample no more
+    /// often than this. Default: 10 s, as go-libp2p. `Duration::ZERO` samples at every scrape.
+    pub fn tcp_info_interval(mut self, value: Duration) -> Self {
+        self.tcp_info_interval = value;
+        self
+    }
 }
 
 impl Default for Config {
@@ -250,6 +264,7 @@ mod tests {
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
         assert_eq!(config.refused_retry_window, Duration::from_millis(250));
+        assert_eq!(config.tcp_info_interval, Duration::from_secs(10));
         assert_eq!(config.first_bytes_timeout, Duration::from_secs(5));
         assert_eq!(config.first_bytes_concurrency, 64);
         assert_eq!(config.max_closing_sockets, None);
@@ -262,6 +277,7 @@ mod tests {
             .ttl(7)
             .linger(Some(Duration::ZERO))
             .keepalive(Some(Duration::from_secs(9)))
+            .tcp_info_interval(Duration::ZERO)
             .listen_backlog(5)
             .port_reuse(false)
             .first_bytes_timeout(Duration::from_millis(300))
@@ -271,6 +287,7 @@ mod tests {
         assert_eq!(config.ttl, Some(7));
         assert_eq!(config.linger, Some(Duration::ZERO));
         assert_eq!(config.keepalive, Some(Duration::from_secs(9)));
+        assert_eq!(config.tcp_info_interval, Duration::ZERO);
         assert_eq!(Config::new().keepalive(None).keepalive, None);
         assert_eq!(config.backlog, 5);
         assert!(!config.port_reuse);
