@@ -21,6 +21,11 @@ fn main() {
                 ))
             )
         },
+        // TCP_INFO is sampled for the metrics feature: on Linux through the sock_diag netlink
+        // interface (netlink-sys, a safe API; the crate forbids the unsafe getsockopt). Not on
+        // Android, whose SELinux policy denies apps NETLINK_SOCK_DIAG sockets; not on macOS,
+        // whose TCP_CONNECTION_INFO only getsockopt reads.
+        tcp_info: { all(target_os = "linux", feature = "metrics") },
         // socket(2) takes SOCK_NONBLOCK, which saves an fcntl per socket.
         sock_nonblock: {
             any(

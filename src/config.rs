@@ -16,7 +16,7 @@ pub const PORT_REUSE_ENV: &str = "LIBP2P_TCP_REUSEPORT";
 ///
 /// let config = libp2p_reuseport::Config::new()
 ///     .nodelay(true)
-///     .keepalive(Some(Duration::from_secs(30)))
+///     .keepalive(Some(Duration::from_secs(60)))
 ///     .listen_backlog(4096);
 /// let transport = libp2p_reuseport::Transport::new(config);
 /// # let _ = transport;
@@ -31,6 +31,7 @@ pub struct Config {
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
     pub(crate) refused_retry_window: Duration,
+    pub(crate) tcp_info_interval: Duration,
     pub(crate) first_bytes_timeout: Duration,
     pub(crate) first_bytes_concurrency: usize,
     /// `None`: derived from the descriptor limit when the transport is created.
@@ -45,7 +46,7 @@ impl Config {
     /// | [`nodelay`](Self::nodelay) | `TCP_NODELAY` | `true` (Nagle's algorithm off: libp2p's multiplexers write small frames) |
     /// | [`ttl`](Self::ttl) | `IP_TTL` (IPv4), `IPV6_UNICAST_HOPS` (IPv6) | the OS default |
     /// | [`linger`](Self::linger) | `SO_LINGER` | not set (the OS default: `close` returns at once, the kernel sends what is left in the background) |
-    /// | [`keepalive`](Self::keepalive) | `SO_KEEPALIVE` and its idle time (`TCP_KEEPIDLE`) | off |
+    /// | [`keepalive`](Self::keepalive) | `SO_KEEPALIVE` and its idle time (`TCP_KEEPIDLE`) | on, 30 s |
     /// | [`listen_backlog`](Self::listen_backlog) | the `listen(2)` backlog | 1024 |
     /// | [`port_reuse`](Self::port_reuse) | `SO_REUSEPORT` on listeners and reusing dials | on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when the [`Transport`](crate::Transport) is created |
     /// | [`foreign_port_sharing`](Self::foreign_port_sharing) | share a listening port a socket outside this transport holds | refused |
@@ -53,16 +54,42 @@ impl Config {
     /// | [`first_bytes_timeout`](Self::first_bytes_timeout) | [`SharedListeners`](crate::SharedListeners): how long an accepted connection may take to send its first bytes | 5 s |
     /// | [`first_bytes_concurrency`](Self::first_bytes_concurrency) | [`SharedListeners`](crate::SharedListeners): connections per socket waiting for their first bytes at once | 64 |
     /// | [`max_closing_sockets`](Self::max_closing_sockets) | closing connections kept open until their remote closes | an eighth of the soft descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is created, at most 8,192; 128 where there is no such limit (Windows) |
+    /// | [`tcp_info_interval`](Self::tcp_info_interval) | `metrics` feature, Linux: how often at most the connections' TCP_INFO is sampled | 10 s |
+    ///
+    /// # Keepalive on, linger not set
+    ///
+    /// go-libp2p's TCP transport turns TCP keepalive on for every connection (a 30 s period) and
+    /// sets `SO_LINGER` to 0. This transport does the first and not the second:
+    ///
+    /// - Keepalive, 30 s of idleness before the first probe. A hole-punched connection lives in
+    ///   the mappings of two NATs, and many home routers drop an idle TCP mapping after a few
+    ///   minutes (well under the two hours RFC 5382 asks for); a probe every 30 s while the
+    ///   connection is idle keeps both mappings, for one small packet each way. It also finds
+    ///   a peer that vanished (power loss, a dropped mapping) after the probes go unanswered
+    ///   (Linux: 9 probes 75 s apart, `tcp_keepalive_probes`, `tcp_keepalive_intvl`) where the
+    ///   connection would otherwise wait forever for data that never comes. Connections that
+    ///   carry traffic send no probes. Libp2p's own ping, when the swarm runs it, does the same
+    ///   above TCP; keepalive also covers connections without it.
+    /// - `SO_LINGER` left unset: closing is graceful. The remote reads the end of the stream
+    ///   after everything sent before it, rather than a reset that may discard data still in
+    ///   flight. A linger of 0 spares go-libp2p the closing states (`FIN_WAIT`, `TIME_WAIT`)
+    ///   in which the kernel would refuse a new connection on the same (local, remote) pair;
+    ///   this transport instead holds the pairs of closing connections until the remote has
+    ///   closed (see [`TcpStream`](crate::TcpStream)), dials the next candidate or an ephemeral
+    ///   port meanwhile, and uses the pair again once only a `TIME_WAIT` entry is left, which a
+    ///   new connection may take over. With [`linger`](Self::linger) set, sockets close as
+    ///   configured and are not held.
     pub fn new() -> Self {
         Self {
             nodelay: true,
             ttl: None,
             linger: None,
-            keepalive: None,
+            keepalive: Some(Duration::from_secs(30)),
             backlog: 1024,
             port_reuse: true,
             foreign_port_sharing: false,
             refused_retry_window: Duration::from_millis(250),
+            tcp_info_interval: Duration::from_secs(10),
             first_bytes_timeout: Duration::from_secs(5),
             first_bytes_concurrency: 64,
             max_closing_sockets: None,
@@ -89,8 +116,12 @@ impl Config {
         self
     }
 
-    /// Turns on TCP keepalive (`SO_KEEPALIVE`) with the given idle time before the first probe
-    /// (`TCP_KEEPIDLE` on Linux, `TCP_KEEPALIVE` on macOS). Default: `None` (off).
+    /// TCP keepalive (`SO_KEEPALIVE`) with the given idle time before the first probe
+    /// (`TCP_KEEPIDLE` on Linux, `TCP_KEEPALIVE` on macOS, `SIO_KEEPALIVE_VALS` on Windows, with
+    /// Windows' default of 1 s between unanswered probes); `None` turns it off. The time
+    /// between unanswered probes and their number are the system's elsewhere. OpenBSD sets
+    /// only `SO_KEEPALIVE`: its idle time is system-wide (`net.inet.tcp.keepidle`). Default:
+    /// 30 s (see [`Config::new`] for why).
     pub fn keepalive(mut self, value: Option<Duration>) -> Self {
         self.keepalive = value;
         self
@@ -192,6 +223,17 @@ impl Config {
         self.refused_retry_window = value;
         self
     }
+
+    /// With the `metrics` feature on Linux: the shortest time between two samples of the
+    /// connections' TCP_INFO (round-trip time, segments, retransmissions, bytes; see
+    /// [`Transport::register_metrics`](crate::Transport#method.register_metrics)). A sample is
+    /// taken when the registry is encoded (a scrape) and the last one is at least this old, so
+    /// a scrape every 15 s samples at every scrape, and several scrapers at once sample no more
+    /// often than this. Default: 10 s, as go-libp2p. `Duration::ZERO` samples at every scrape.
+    pub fn tcp_info_interval(mut self, value: Duration) -> Self {
+        self.tcp_info_interval = value;
+        self
+    }
 }
 
 impl Default for Config {
@@ -217,11 +259,12 @@ mod tests {
         assert!(config.nodelay);
         assert_eq!(config.ttl, None);
         assert_eq!(config.linger, None);
-        assert_eq!(config.keepalive, None);
+        assert_eq!(config.keepalive, Some(Duration::from_secs(30)));
         assert_eq!(config.backlog, 1024);
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
         assert_eq!(config.refused_retry_window, Duration::from_millis(250));
+        assert_eq!(config.tcp_info_interval, Duration::from_secs(10));
         assert_eq!(config.first_bytes_timeout, Duration::from_secs(5));
         assert_eq!(config.first_bytes_concurrency, 64);
         assert_eq!(config.max_closing_sockets, None);
@@ -234,6 +277,7 @@ mod tests {
             .ttl(7)
             .linger(Some(Duration::ZERO))
             .keepalive(Some(Duration::from_secs(9)))
+            .tcp_info_interval(Duration::ZERO)
             .listen_backlog(5)
             .port_reuse(false)
             .first_bytes_timeout(Duration::from_millis(300))
@@ -243,6 +287,8 @@ mod tests {
         assert_eq!(config.ttl, Some(7));
         assert_eq!(config.linger, Some(Duration::ZERO));
         assert_eq!(config.keepalive, Some(Duration::from_secs(9)));
+        assert_eq!(config.tcp_info_interval, Duration::ZERO);
+        assert_eq!(Config::new().keepalive(None).keepalive, None);
         assert_eq!(config.backlog, 5);
         assert!(!config.port_reuse);
         assert_eq!(config.first_bytes_timeout, Duration::from_millis(300));

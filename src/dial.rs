@@ -65,11 +65,13 @@ pub(crate) async fn dial(
             match connect_from_listening_port(&config, remote, local, bind, &metrics).await {
                 Ok(io) => {
                     metrics.dialed(PortOrigin::Reused);
+                    let tracked = metrics.track(PortOrigin::Reused, || Some(local), remote);
                     return Ok(TcpStream::dialed(
                         io,
                         PortOrigin::Reused,
                         Some((lease, reaper)),
                         on_drop,
+                        tracked,
                     ));
                 }
                 Err((step, e)) if PLATFORM.is_taken(step, &e) => {
@@ -90,7 +92,8 @@ pub(crate) async fn dial(
         .map_err(|(_, e)| with_addrs(e, None, remote))?;
     let origin = PortOrigin::Ephemeral(fallback);
     metrics.dialed(origin);
-    Ok(TcpStream::dialed(io, origin, None, OnDrop::Close))
+    let tracked = metrics.track(origin, || io.local_addr().ok(), remote);
+    Ok(TcpStream::dialed(io, origin, None, OnDrop::Close, tracked))
 }
 
 /// The most SYNs a refused dial from a listening port sends, the first included.

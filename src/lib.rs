@@ -123,9 +123,12 @@
 //! # Metrics
 //!
 //! With the `metrics` feature, [`Transport::register_metrics`](Transport#method.register_metrics)
-//! registers the transport's counters and gauges (every series is listed there) in a
-//! prometheus-client `Registry`, the one `libp2p::metrics` uses; without the feature the
-//! transport has no counting code at all. Register them while building the transport:
+//! registers the transport's counters, gauges and histograms (every series is listed there) in
+//! a prometheus-client `Registry`, the one `libp2p::metrics` uses: dials by the origin of their
+//! port, accepts, the port-reuse table, connection lifetimes and, on Linux, the round-trip
+//! times, segments and bytes of the open connections from their TCP_INFO, sampled at scrapes.
+//! Without the feature the transport has no counting code at all. Register them while building
+//! the transport:
 //!
 //! ```
 //! # #[cfg(feature = "metrics")]

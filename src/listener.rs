@@ -28,6 +28,7 @@ use crate::{
     diagnostics, error,
     metrics::Metrics,
     multiaddr::to_multiaddr,
+    origin::PortOrigin,
     port_reuse::{PortReuse, Registration},
     stream::OnDrop,
     transport::Bound,
@@ -160,16 +161,19 @@ struct Open<A> {
     /// Where accepted connections hold their pairs; `None` while port reuse is off (no dial
     /// leaves from the listening port then).
     pairs: Option<Pairs>,
+    /// Where accepted connections are tracked while they live.
+    metrics: Metrics,
 }
 
 impl<A: Accept> Listener<A> {
     /// A listener with the id `id` on the bound address `addr`, its connections from `source`,
-    /// their pairs held in `pairs`.
+    /// their pairs held in `pairs`, tracked in `metrics`.
     pub(crate) fn new(
         id: ListenerId,
         source: A,
         addr: SocketAddr,
         pairs: Option<Pairs>,
+        metrics: Metrics,
     ) -> io::Result<Self> {
         let mut queued = VecDeque::with_capacity(2);
         let if_watcher = if addr.ip().is_unspecified() {
@@ -188,6 +192,7 @@ impl<A: Accept> Listener<A> {
                 source,
                 if_watcher,
                 pairs,
+                metrics,
             }),
             queued,
             waker: None,
@@ -297,13 +302,17 @@ impl<A: Accept> Listener<A> {
             self.addr
         };
         tracing::trace!(listener = %self.id, %local, %remote, "accepted");
+        let tracked = open
+            .metrics
+            .track(PortOrigin::Accepted, || Some(local), remote);
         let stream = match &open.pairs {
             Some(pairs) => TcpStream::accepted(
                 io,
                 Some((pairs.table.accepted(local, remote), pairs.reaper.clone())),
                 pairs.on_drop,
+                tracked,
             ),
-            None => TcpStream::accepted(io, None, OnDrop::Close),
+            None => TcpStream::accepted(io, None, OnDrop::Close, tracked),
         };
         Poll::Ready(TransportEvent::Incoming {
             listener_id: self.id,

@@ -3,7 +3,7 @@
 
 use std::{io, net::SocketAddr};
 
-use socket2::{Domain, Socket, TcpKeepalive};
+use socket2::{Domain, Socket};
 
 use crate::{
     Config, error,
@@ -31,7 +31,7 @@ pub(crate) fn tcp(config: &Config, addr: SocketAddr, role: Role) -> io::Result<S
         socket.set_linger(config.linger)?;
     }
     if let Some(idle) = config.keepalive {
-        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+        socket.set_tcp_keepalive(&sys::keepalive(idle))?;
     }
     if config.nodelay {
         socket.set_tcp_nodelay(true)?;

@@ -12,6 +12,7 @@ use futures::{AsyncRead, AsyncWrite};
 
 use crate::{
     closing::{Reaper, remote_closed},
+    metrics::Tracked,
     origin::PortOrigin,
     port_reuse::Lease,
 };
@@ -46,6 +47,9 @@ pub struct TcpStream {
     lease: Option<(Lease, Arc<Reaper>)>,
     /// Whether a read returned end of stream: the remote has closed its side.
     eof: bool,
+    /// The connection in the transport's metrics, until the stream drops (nothing without the
+    /// `metrics` feature).
+    _tracked: Tracked,
 }
 
 /// What to do with the socket when the stream drops.
@@ -73,8 +77,9 @@ impl TcpStream {
         io: tokio::net::TcpStream,
         lease: Option<(Lease, Arc<Reaper>)>,
         on_drop: OnDrop,
+        tracked: Tracked,
     ) -> Self {
-        Self::dialed(io, PortOrigin::Accepted, lease, on_drop)
+        Self::dialed(io, PortOrigin::Accepted, lease, on_drop, tracked)
     }
 
     pub(crate) fn dialed(
@@ -82,6 +87,7 @@ impl TcpStream {
         origin: PortOrigin,
         lease: Option<(Lease, Arc<Reaper>)>,
         on_drop: OnDrop,
+        tracked: Tracked,
     ) -> Self {
         Self {
             io: Some(io),
@@ -89,6 +95,7 @@ impl TcpStream {
             lease,
             // A stream that must simply close behaves as if the remote had closed already.
             eof: on_drop == OnDrop::Close,
+            _tracked: tracked,
         }
     }
 

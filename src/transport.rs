@@ -69,12 +69,13 @@ impl Transport {
         }
         let max_closing =
             (config.max_closing_sockets).unwrap_or_else(limits::default_max_closing_sockets);
+        let metrics = Metrics::new(config.tcp_info_interval);
         Self {
             config,
             port_reuse: PortReuse::new(enabled)
                 .with_closing_bound(max_closing, limits::orphan_hold()),
             reaper: Arc::default(),
-            metrics: Metrics::new(),
+            metrics,
             listeners: Listeners::new(),
             _diagnostics: diagnostics::TransportEntry::new(),
         }
@@ -102,6 +103,11 @@ impl Transport {
     /// | `libp2p_reuseport_accepted_pairs` | gauge | open inbound connections accepted by listeners registered for port reuse: a dial back to their remote from that listening address passes over the pair ([`PortReuse::accepted_connections`]) |
     /// | `libp2p_reuseport_closing_pairs` | gauge | dropped connections on a listening port, outbound or accepted, whose remote has not closed yet ([`PortReuse::closing_connections`]) |
     /// | `libp2p_reuseport_closing_sockets` | gauge | those of them whose socket is kept open until the remote closes ([`PortReuse::closing_sockets`]) |
+    /// | `libp2p_reuseport_connection_duration_seconds{direction=...}` | histogram | how long connections lived, from the stream's creation (connected or accepted) to its drop; `direction` is `dialed` or `accepted`; buckets 0.1 s to a week |
+    /// | `libp2p_reuseport_tcp_rtt_seconds{direction=...}` | histogram | Linux: the smoothed round-trip time (TCP_INFO `tcpi_rtt`) of each open connection at each sample; buckets 100 µs to 6.5 s, doubling |
+    /// | `libp2p_reuseport_tcp_segments_sent_total{direction=...}` | counter | Linux: segments the connections sent (`tcpi_segs_out`, retransmissions included), added at each sample |
+    /// | `libp2p_reuseport_tcp_segments_received_total{direction=...}` | counter | Linux: segments the connections received (`tcpi_segs_in`), added at each sample |
+    /// | `libp2p_reuseport_tcp_retransmitted_segments_total{direction=...}` | counter | Linux: segments the connections retransmitted (`tcpi_total_retrans`), added at each sample |
     ///
     /// The share of hole-punchable dials is
     /// `rate(libp2p_reuseport_dials_total{origin="reused"}[5m])` over
@@ -122,8 +128,31 @@ impl Transport {
     /// let mut text = String::new();
     /// encode(&mut text, &registry)?;
     /// assert!(text.contains("libp2p_reuseport_dials_total{origin=\"reused\"} 0"));
+    /// let lifetimes = "libp2p_reuseport_connection_duration_seconds_count{direction=\"dialed\"} 0";
+    /// assert!(text.contains(lifetimes));
     /// # Ok::<(), std::fmt::Error>(())
     /// ```
+    ///
+    /// # TCP_INFO
+    ///
+    /// The `tcp_` series come from the kernel's TCP_INFO of the transport's open connections
+    /// and exist on Linux only: there the sock_diag netlink interface reads it without unsafe
+    /// code. Android (whose SELinux policy denies apps sock_diag), macOS and iOS
+    /// (`TCP_CONNECTION_INFO`, read with `getsockopt` only), the BSDs and Windows register no
+    /// `tcp_` series; the connection durations are measured everywhere.
+    ///
+    /// Nothing is read per packet: TCP_INFO is sampled when the registry is encoded (a scrape)
+    /// and the last sample is at least [`Config::tcp_info_interval`] old (10 s by default), so
+    /// never without scrapes and at most once per interval with them. A sample is one
+    /// sock_diag dump per address family with open connections: the kernel lists the open TCP
+    /// connections of the network namespace, every process's, and the transport keeps its own
+    /// by their (local, remote) pair; its cost grows with the namespace's TCP connections, not
+    /// with traffic. A stream enters that list of pairs when it is made and leaves it when it
+    /// drops: one short lock each. The RTT histogram gets one observation per open connection
+    /// per sample. The segment counters grow by what each connection's kernel counters grew
+    /// since its previous sample, or since its start at its first: so they only grow, and
+    /// `rate()` is segments per second, but what a connection does after its last sample, and
+    /// connections that live between two samples, are not counted.
     // prometheus-client, whose Registry this takes, is an optional dependency.
     #[cfg(feature = "metrics")]
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
@@ -191,7 +220,13 @@ impl Transport {
         let bound = self.bind(addr)?;
         tracing::debug!(listener = %id, addr = %bound.addr, reuse = bound.registration.is_some(), "listening");
         let addr = bound.addr;
-        Listener::new(id, OwnSocket::new(bound), addr, self.pairs())
+        Listener::new(
+            id,
+            OwnSocket::new(bound),
+            addr,
+            self.pairs(),
+            self.metrics.clone(),
+        )
     }
 }
 

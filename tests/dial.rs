@@ -510,16 +510,29 @@ async fn options_reach_the_sockets() {
             }
         }
     }
-    // Defaults: TCP_NODELAY on, no linger, no keepalive.
+    // Defaults: TCP_NODELAY on, no linger, keepalive after 30 s idle; reused and ephemeral
+    // dials and accepted connections alike.
     let mut a = transport();
     let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
     let mut b = transport();
-    let (dialed, accepted, _) = connect(&mut b, &mut a, a_addr, PortUse::Reuse).await;
+    let _ = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
+    for port_use in [PortUse::Reuse, PortUse::New] {
+        let (dialed, accepted, _) = connect(&mut b, &mut a, a_addr, port_use).await;
+        for stream in [&dialed, &accepted] {
+            let s = SockRef::from(stream);
+            assert!(s.tcp_nodelay().unwrap());
+            assert_eq!(s.linger().unwrap(), None);
+            assert!(s.keepalive().unwrap());
+            assert_eq!(s.tcp_keepalive_time().unwrap().as_secs(), 30);
+        }
+    }
+    // Turned off.
+    let mut a = Transport::new(Config::new().keepalive(None));
+    let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
+    let mut b = Transport::new(Config::new().keepalive(None));
+    let (dialed, accepted, _) = connect(&mut b, &mut a, a_addr, PortUse::New).await;
     for stream in [&dialed, &accepted] {
-        let s = SockRef::from(stream);
-        assert!(s.tcp_nodelay().unwrap());
-        assert_eq!(s.linger().unwrap(), None);
-        assert!(!s.keepalive().unwrap());
+        assert!(!SockRef::from(stream).keepalive().unwrap());
     }
 }
 

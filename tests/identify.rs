@@ -149,7 +149,7 @@ const LISTEN: [&str; 2] = ["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"];
 
 #[tokio::test]
 async fn reuse_dial_reports_the_observation_unchanged() {
-    if !util::port_sharing_here("reuse_dial_reports_the_observation_unchanged") {
+    if !port_sharing_here("reuse_dial_reports_the_observation_unchanged") {
         return;
     }
     for listen in LISTEN {

@@ -90,7 +90,7 @@ impl libp2p_core::Transport for SharedTransport {
             .join(self.kind, id, socket_addr)
             .and_then(|(share, bound)| {
                 tracing::debug!(listener = %id, addr = %bound, kind = self.kind.name(), "listening on a shared socket");
-                Listener::new(id, share, bound, self.pairs.clone())
+                Listener::new(id, share, bound, self.pairs.clone(), self.metrics.clone())
             })
             .map_err(|e| {
                 TransportError::Other(error::context(

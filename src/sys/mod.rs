@@ -10,7 +10,11 @@
 //!   [`Options`], create a socket, read the descriptor limit and the kernel's orphan lifetime,
 //!   and expose a stream's descriptor.
 //!
-//! The conditions are named once in `build.rs` (`linux_like`, `reuseport`, `sock_nonblock`).
+//! - `tcp_info.rs`, with the `metrics` feature: the TCP_INFO figures the metrics sample and
+//!   where they come from; `sock_diag.rs` reads them on Linux.
+//!
+//! The conditions are named once in `build.rs` (`linux_like`, `reuseport`, `sock_nonblock`,
+//! `tcp_info`).
 //!
 //! # Port reuse per platform
 //!
@@ -30,6 +34,13 @@ pub(crate) use self::unix::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use self::windows::*;
+
+// Only the metrics feature reads TCP_INFO.
+#[cfg(feature = "metrics")]
+pub(crate) mod tcp_info;
+// The Linux source of TCP_INFO (see tcp_info.rs for the other platforms).
+#[cfg(tcp_info)]
+mod sock_diag;
 
 use std::{
     io,

@@ -1,9 +1,10 @@
-//! The unix backend: socket options through socket2, the descriptor limit through nix, the
-//! kernel's orphan lifetime from /proc (Linux and Android), and the descriptor of a stream.
+//! The unix backend: socket options through socket2 (sharing, keepalive), the descriptor limit
+//! through nix, the kernel's orphan lifetime from /proc (Linux and Android), and the descriptor
+//! of a stream.
 
 use std::{io, time::Duration};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use super::Options;
 use crate::TcpStream;
@@ -31,6 +32,13 @@ fn reuse_port(_: &Socket) -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "SO_REUSEPORT is not supported on this platform",
     ))
+}
+
+/// Keepalive after `idle` without traffic (`TCP_KEEPIDLE`; `TCP_KEEPALIVE` on macOS; nothing
+/// on OpenBSD, whose idle time is system-wide); the time between unanswered probes and their
+/// number stay the system's.
+pub(crate) fn keepalive(idle: Duration) -> TcpKeepalive {
+    TcpKeepalive::new().with_time(idle)
 }
 
 /// A new non-blocking TCP socket of `domain`: in one system call where `socket(2)` takes

@@ -1,9 +1,9 @@
 //! The Windows backend: socket options through socket2 (`SO_REUSEADDR` only: Windows has no
-//! `SO_REUSEPORT`), no descriptor limit, and the socket of a stream.
+//! `SO_REUSEPORT`; keepalive), no descriptor limit, and the socket of a stream.
 
 use std::{io, time::Duration};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use super::Options;
 use crate::TcpStream;
@@ -21,6 +21,18 @@ pub(crate) fn apply(socket: &Socket, options: Options) -> io::Result<()> {
         socket.set_reuse_address(true)?;
     }
     Ok(())
+}
+
+/// Windows' own time between unanswered keepalive probes (`KeepAliveInterval`).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keepalive after `idle` without traffic. `SIO_KEEPALIVE_VALS` sets the idle time and the time
+/// between unanswered probes together: socket2 would pass 0 for the latter if it were not
+/// given, so it is Windows' default, 1 s (10 probes).
+pub(crate) fn keepalive(idle: Duration) -> TcpKeepalive {
+    TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(KEEPALIVE_INTERVAL)
 }
 
 /// A new non-blocking TCP socket of `domain`.

@@ -3,17 +3,25 @@
 //! registered listening addresses, open and closing pairs and held closing sockets as gauges read
 //! at each scrape.
 //!
-//! [`Metrics`] is the handle the transport and its dials count with. Without the feature it is
-//! empty and its methods do nothing, so the transport's code reads the same either way and,
-//! compiled without the feature, counts nothing and costs nothing.
+//! Per connection (`connections`): a lifetime histogram, and where the platform has TCP_INFO
+//! (Linux) the smoothed round-trip time, segments, retransmissions and bytes, sampled at scrapes.
+//!
+//! [`Metrics`] is the handle the transport and its dials count with; every stream holds a
+//! [`Tracked`] from it. Without the feature both are empty and their methods do nothing, so the
+//! transport's code reads the same either way and, compiled without the feature, counts nothing
+//! and costs nothing.
 
-pub(crate) use imp::Metrics;
+// The per-connection series, with prometheus-client.
+#[cfg(feature = "metrics")]
+mod connections;
+
+pub(crate) use imp::{Metrics, Tracked};
 
 // The real counters, only when the user asked for them: prometheus-client is an optional
 // dependency.
 #[cfg(feature = "metrics")]
 mod imp {
-    use std::{fmt, sync::Arc};
+    use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
     use prometheus_client::{
         collector::Collector,
@@ -22,6 +30,8 @@ mod imp {
         registry::Registry,
     };
 
+    pub(crate) use super::connections::Tracked;
+    use super::connections::{Connections, Series};
     use crate::{
         origin::{Fallback, PortOrigin},
         port_reuse::PortReuse,
@@ -59,6 +69,7 @@ mod imp {
     #[derive(Clone)]
     pub(crate) struct Metrics {
         counters: Arc<Counters>,
+        connections: Arc<Connections>,
     }
 
     struct Counters {
@@ -92,11 +103,24 @@ mod imp {
     }
 
     impl Metrics {
-        /// New counters, all at zero.
-        pub(crate) fn new() -> Self {
+        /// New counters, all at zero; TCP_INFO sampled at most every `tcp_info_interval`.
+        pub(crate) fn new(tcp_info_interval: Duration) -> Self {
             Self {
                 counters: Arc::default(),
+                connections: Arc::new(Connections::new(tcp_info_interval)),
             }
+        }
+
+        /// A stream was made (`origin` tells its direction) to `remote`; `local` gives its
+        /// local address, asked only where TCP_INFO is sampled. The stream holds what this
+        /// returns until it drops.
+        pub(crate) fn track(
+            &self,
+            origin: PortOrigin,
+            local: impl FnOnce() -> Option<SocketAddr>,
+            remote: SocketAddr,
+        ) -> Tracked {
+            self.connections.track(origin, local, remote)
         }
 
         /// Counts an outbound connection by where its local port came from.
@@ -124,8 +148,9 @@ mod imp {
             self.counters.listener_errors.inc();
         }
 
-        /// Registers the counters, and gauges that read `port_reuse` at each scrape, in a
-        /// sub-registry of `registry` with the prefix `libp2p_reuseport`.
+        /// Registers the counters, gauges that read `port_reuse` at each scrape and the
+        /// per-connection series, in a sub-registry of `registry` with the prefix
+        /// `libp2p_reuseport`.
         pub(crate) fn register(&self, registry: &mut Registry, port_reuse: PortReuse) {
             let registry = registry.sub_registry_with_prefix(PREFIX);
             registry.register(
@@ -153,6 +178,7 @@ mod imp {
                 self.counters.refused_retries.clone(),
             );
             registry.register_collector(Box::new(Gauges(port_reuse)));
+            registry.register_collector(Box::new(Series(self.connections.clone())));
         }
     }
 
@@ -240,15 +266,31 @@ mod imp {
 // Without the feature: an empty handle whose methods compile to nothing.
 #[cfg(not(feature = "metrics"))]
 mod imp {
+    use std::{net::SocketAddr, time::Duration};
+
     use crate::origin::PortOrigin;
 
     /// Counts nothing: the crate was built without the `metrics` feature.
     #[derive(Clone, Debug)]
     pub(crate) struct Metrics;
 
+    /// Tracks nothing.
+    #[derive(Debug)]
+    pub(crate) struct Tracked;
+
     impl Metrics {
-        pub(crate) fn new() -> Self {
+        pub(crate) fn new(_: Duration) -> Self {
             Self
+        }
+
+        #[inline(always)]
+        pub(crate) fn track(
+            &self,
+            _: PortOrigin,
+            _: impl FnOnce() -> Option<SocketAddr>,
+            _: SocketAddr,
+        ) -> Tracked {
+            Tracked
         }
 
         #[inline(always)]
