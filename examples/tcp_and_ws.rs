@@ -69,7 +69,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "node {} listens on {tcp_addr} and {ws_addr}: one socket ({:?})",
         server.local_peer_id(),
-        shared.port_reuse().listen_addrs()
+        shared.reuse_table().listen_addrs()
     );
     let server_id = *server.local_peer_id();
     let mut tcp_peer = swarm(Transport::new(Config::new()))?;

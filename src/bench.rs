@@ -3,12 +3,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::port_reuse::{PortReuse, Registration};
+use crate::port_reuse::{Registration, ReuseTable};
 
 /// A port-reuse table filled with listeners on distinct IPs.
 #[derive(Debug)]
 pub struct Selection {
-    table: PortReuse,
+    table: ReuseTable,
     _registrations: Vec<Registration>,
 }
 
@@ -16,7 +16,7 @@ impl Selection {
     /// A table with `n` listeners, on `10.x.y.z:4001` for distinct x.y.z, registered in order;
     /// returns it with the IP of the last one registered.
     pub fn with_listeners(n: usize) -> (Self, IpAddr) {
-        let table = PortReuse::new(true);
+        let table = ReuseTable::new(true);
         let mut last = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let registrations = (1..=n as u32)
             .map(|i| {

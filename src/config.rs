@@ -30,10 +30,8 @@ pub struct Config {
     pub(crate) backlog: u32,
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
-    pub(crate) refused_retry_window: Duration,
+    pub(crate) rst_retry_window: Duration,
     pub(crate) tcp_info_interval: Duration,
-    pub(crate) first_bytes_timeout: Duration,
-    pub(crate) first_bytes_concurrency: usize,
     /// `None`: derived from the descriptor limit when the transport is created.
     pub(crate) max_closing_sockets: Option<usize>,
 }
@@ -50,9 +48,7 @@ impl Config {
     /// | [`listen_backlog`](Self::listen_backlog) | the `listen(2)` backlog | 1024 |
     /// | [`port_reuse`](Self::port_reuse) | `SO_REUSEPORT` on listeners and reusing dials | on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when the [`Transport`](crate::Transport) is created |
     /// | [`foreign_port_sharing`](Self::foreign_port_sharing) | share a listening port a socket outside this transport holds | refused |
-    /// | [`refused_retry_window`](Self::refused_retry_window) | a dial from a listening port that the remote side refuses keeps trying | 250 ms |
-    /// | [`first_bytes_timeout`](Self::first_bytes_timeout) | [`SharedListeners`](crate::SharedListeners): how long an accepted connection may take to send its first bytes | 5 s |
-    /// | [`first_bytes_concurrency`](Self::first_bytes_concurrency) | [`SharedListeners`](crate::SharedListeners): connections per socket waiting for their first bytes at once | 64 |
+    /// | [`rst_retry_window`](Self::rst_retry_window) | a dial from a listening port that the remote side refuses keeps trying | 250 ms |
     /// | [`max_closing_sockets`](Self::max_closing_sockets) | closing connections kept open until their remote closes | an eighth of the soft descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is created, at most 8,192; 128 where there is no such limit (Windows) |
     /// | [`tcp_info_interval`](Self::tcp_info_interval) | `metrics` feature, Linux: how often at most the connections' TCP_INFO is sampled | 10 s |
     ///
@@ -88,10 +84,8 @@ impl Config {
             backlog: 1024,
             port_reuse: true,
             foreign_port_sharing: false,
-            refused_retry_window: Duration::from_millis(250),
+            rst_retry_window: Duration::from_millis(250),
             tcp_info_interval: Duration::from_secs(10),
-            first_bytes_timeout: Duration::from_secs(5),
-            first_bytes_concurrency: 64,
             max_closing_sockets: None,
         }
     }
@@ -175,31 +169,10 @@ impl Config {
     /// from `/proc/sys/net/ipv4/tcp_fin_timeout`; 60 s elsewhere) and a second, since without
     /// the socket the remote's FIN cannot be seen. So peers that never close can take at most
     /// this many descriptors; the cost past the bound is that their pairs stay unused longer.
-    /// `0` keeps none open. [`PortReuse::closing_sockets`](crate::PortReuse::closing_sockets)
+    /// `0` keeps none open. [`ReuseTable::closing_sockets`](crate::ReuseTable::closing_sockets)
     /// tells how many are kept now.
     pub fn max_closing_sockets(mut self, value: usize) -> Self {
         self.max_closing_sockets = Some(value);
-        self
-    }
-}
-
-impl Config {
-    /// How long a connection accepted on a [`SharedListeners`](crate::SharedListeners) socket
-    /// may take to send the bytes that tell which side it is for; it is closed (and counted in
-    /// [`SharedStats::timed_out`](crate::SharedStats::timed_out)) when they have not arrived by
-    /// then. Default: 5 s, as go-libp2p. Only shared listeners wait for first bytes.
-    pub fn first_bytes_timeout(mut self, value: Duration) -> Self {
-        self.first_bytes_timeout = value;
-        self
-    }
-
-    /// How many accepted connections of one [`SharedListeners`](crate::SharedListeners) socket
-    /// may wait for their first bytes at once. While that many wait, the socket accepts no more
-    /// (new connections wait in the kernel's listen backlog), so silent clients can delay
-    /// others by at most [`Config::first_bytes_timeout`] but never hold more than this many
-    /// descriptors. Default: 64, as go-libp2p. A value of 0 counts as 1.
-    pub fn first_bytes_concurrency(mut self, value: usize) -> Self {
-        self.first_bytes_concurrency = value.max(1);
         self
     }
 }
@@ -219,8 +192,8 @@ impl Config {
     /// Only dials from a listening port to a non-loopback address are retried (on loopback
     /// there is no NAT); a dial that still meets a RST then fails with `ConnectionRefused`.
     /// A dial to a port where nothing listens therefore fails up to this much later.
-    pub fn refused_retry_window(mut self, value: Duration) -> Self {
-        self.refused_retry_window = value;
+    pub fn rst_retry_window(mut self, value: Duration) -> Self {
+        self.rst_retry_window = value;
         self
     }
 
@@ -263,10 +236,8 @@ mod tests {
         assert_eq!(config.backlog, 1024);
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
-        assert_eq!(config.refused_retry_window, Duration::from_millis(250));
+        assert_eq!(config.rst_retry_window, Duration::from_millis(250));
         assert_eq!(config.tcp_info_interval, Duration::from_secs(10));
-        assert_eq!(config.first_bytes_timeout, Duration::from_secs(5));
-        assert_eq!(config.first_bytes_concurrency, 64);
         assert_eq!(config.max_closing_sockets, None);
     }
 
@@ -280,8 +251,6 @@ mod tests {
             .tcp_info_interval(Duration::ZERO)
             .listen_backlog(5)
             .port_reuse(false)
-            .first_bytes_timeout(Duration::from_millis(300))
-            .first_bytes_concurrency(3)
             .max_closing_sockets(3);
         assert!(!config.nodelay);
         assert_eq!(config.ttl, Some(7));
@@ -291,14 +260,6 @@ mod tests {
         assert_eq!(Config::new().keepalive(None).keepalive, None);
         assert_eq!(config.backlog, 5);
         assert!(!config.port_reuse);
-        assert_eq!(config.first_bytes_timeout, Duration::from_millis(300));
-        assert_eq!(config.first_bytes_concurrency, 3);
-        assert_eq!(
-            Config::new()
-                .first_bytes_concurrency(0)
-                .first_bytes_concurrency,
-            1
-        );
         assert_eq!(config.max_closing_sockets, Some(3));
     }
 

@@ -16,7 +16,7 @@ use crate::{
     error,
     metrics::Metrics,
     origin::{Fallback, PortOrigin},
-    port_reuse::PortReuse,
+    port_reuse::ReuseTable,
     route, socket,
     stream::OnDrop,
     sys::{PLATFORM, Role, Step},
@@ -25,7 +25,7 @@ use crate::{
 /// What a dial with `PortUse::Reuse` needs: the table to choose its source from, and the task
 /// that holds the connection if it is dropped before its remote closed.
 pub(crate) struct Reuse {
-    pub(crate) table: PortReuse,
+    pub(crate) table: ReuseTable,
     pub(crate) reaper: Arc<Reaper>,
 }
 
@@ -76,7 +76,7 @@ pub(crate) async fn dial(
                 }
                 Err((step, e)) if PLATFORM.is_taken(step, &e) => {
                     tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
-                    Fallback::Refused(e.kind())
+                    Fallback::KernelRefused(e.kind())
                 }
                 Err((_, e)) => return Err(with_addrs(e, Some(local), remote)),
             }
@@ -105,7 +105,7 @@ const REFUSED_ATTEMPTS: u32 = 16;
 /// [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all and until the configured window has
 /// passed: in a hole punch the remote's NAT refuses SYNs that arrive before its own host's SYN
 /// has opened the mapping, and our next SYN both tries again and reopens our own NAT's mapping,
-/// which the refusal closed, for the remote's SYN (see [`Config::refused_retry_window`]).
+/// which the refusal closed, for the remote's SYN (see [`Config::rst_retry_window`]).
 async fn connect_from_listening_port(
     config: &Config,
     remote: SocketAddr,
@@ -121,10 +121,10 @@ async fn connect_from_listening_port(
                 if e.kind() == io::ErrorKind::ConnectionRefused
                     && !remote.ip().is_loopback()
                     && attempts < REFUSED_ATTEMPTS
-                    && started.elapsed() < config.refused_retry_window =>
+                    && started.elapsed() < config.rst_retry_window =>
             {
                 tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
-                metrics.refused_retry();
+                metrics.rst_retry();
                 attempts += 1;
                 tokio::time::sleep(refused_pause()).await;
             }

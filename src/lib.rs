@@ -52,12 +52,12 @@
 //!   accepted by its listener), or that is the destination itself (a TCP self-connection), is
 //!   skipped without a system call ([`Fallback::Busy`] when none is left).
 //! - If the kernel still refuses the port (`EADDRINUSE` or `EADDRNOTAVAIL` from `bind` or
-//!   `connect`), the dial is retried once from an ephemeral port ([`Fallback::Refused`]).
+//!   `connect`), the dial is retried once from an ephemeral port ([`Fallback::KernelRefused`]).
 //!   Timeouts and unreachable networks are returned as they are, never retried.
 //! - A dial from a listening port that the remote side refuses with a RST, as a NAT that has not
 //!   opened yet does in a hole punch, sends its next SYN from the same port about a millisecond
-//!   later: see [`Config::refused_retry_window`] (250 ms, at most 16 SYNs). The `metrics`
-//!   feature counts these SYNs (`refused_retries_total`).
+//!   later: see [`Config::rst_retry_window`] (250 ms, at most 16 SYNs). The `metrics`
+//!   feature counts these SYNs (`rst_retries_total`).
 //! - `PortUse::New`: an ephemeral port, no `SO_REUSEPORT`.
 //!
 //! Every fallback is logged at `debug` with its reason, and every connection says what happened:
@@ -74,8 +74,8 @@
 //! # let _ = transport;
 //! ```
 //!
-//! [`Transport::port_reuse`] gives a handle on the table: its listening addresses, the open and
-//! closing connections on them, and [`PortReuse::source_for`], the source a dial would use now.
+//! [`Transport::reuse_table`] gives a handle on the table: its listening addresses, the open and
+//! closing connections on them, and [`ReuseTable::source_for`], the source a dial would use now.
 //!
 //! # Closing without collisions
 //!
@@ -109,8 +109,8 @@
 //! stay unused up to a minute longer, each as a table entry of about 100 bytes that the table
 //! drops once it expires.
 //!
-//! [`PortReuse::closing_sockets`] says how many sockets are held;
-//! [`PortReuse::closing_connections`] counts every pair passed over, held or orphaned.
+//! [`ReuseTable::closing_sockets`] says how many sockets are held;
+//! [`ReuseTable::closing_connections`] counts every pair passed over, held or orphaned.
 //!
 //! # One port for TCP and WebSocket
 //!
@@ -227,8 +227,8 @@ pub use crate::{
     config::{Config, PORT_REUSE_ENV},
     error::raw_os_error,
     origin::{Fallback, PortOrigin},
-    port_reuse::PortReuse,
-    shared::{SharedListeners, SharedStats, SharedTransport},
+    port_reuse::ReuseTable,
+    shared::{SharedConfig, SharedListeners, SharedStats, SharedTransport},
     stream::TcpStream,
     transport::Transport,
 };

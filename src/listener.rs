@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     multiaddr::to_multiaddr,
     origin::PortOrigin,
-    port_reuse::{PortReuse, Registration},
+    port_reuse::{Registration, ReuseTable},
     stream::OnDrop,
     transport::Bound,
 };
@@ -47,7 +47,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// whether to keep it (not with `SO_LINGER` set).
 #[derive(Clone)]
 pub(crate) struct Pairs {
-    pub(crate) table: PortReuse,
+    pub(crate) table: ReuseTable,
     pub(crate) reaper: Arc<Reaper>,
     pub(crate) on_drop: OnDrop,
 }

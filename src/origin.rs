@@ -41,7 +41,7 @@ pub enum Fallback {
     Busy,
     /// The kernel refused the listening address: `bind` or `connect` failed with this kind
     /// (`AddrInUse` or `AddrNotAvailable`), and the dial was retried once from an ephemeral port.
-    Refused(io::ErrorKind),
+    KernelRefused(io::ErrorKind),
 }
 
 impl fmt::Display for PortOrigin {
@@ -64,7 +64,9 @@ impl fmt::Display for Fallback {
             Self::NoListener => f.write_str("no listener can serve as the source"),
             Self::NoRoute => f.write_str("the route lookup failed"),
             Self::Busy => f.write_str("every listening address is taken for this destination"),
-            Self::Refused(kind) => write!(f, "the kernel refused the listening port ({kind})"),
+            Self::KernelRefused(kind) => {
+                write!(f, "the kernel refused the listening port ({kind})")
+            }
         }
     }
 }
@@ -83,7 +85,7 @@ mod tests {
                 "ephemeral port: every listening address is taken for this destination",
             ),
             (
-                PortOrigin::Ephemeral(Fallback::Refused(io::ErrorKind::AddrNotAvailable)),
+                PortOrigin::Ephemeral(Fallback::KernelRefused(io::ErrorKind::AddrNotAvailable)),
                 "ephemeral port: the kernel refused the listening port (address not available)",
             ),
         ];

@@ -38,7 +38,8 @@ use crate::{
 /// closed without waiting and the pair is passed over for as long as the kernel may keep the
 /// connection (`tcp_fin_timeout`, 60 s by default, and a second), holding no descriptor.
 pub struct TcpStream {
-    /// `None` only after `drop` handed the socket over to close it.
+    /// `None` only after `drop` handed the socket over to close it, or `into_inner` handed it to
+    /// the user.
     io: Option<tokio::net::TcpStream>,
     origin: PortOrigin,
     /// For a connection on a listening port (outbound from it, or accepted while port reuse is
@@ -126,6 +127,35 @@ impl TcpStream {
     /// Whether this outbound connection left from a listening port.
     pub fn is_port_reused(&self) -> bool {
         self.origin == PortOrigin::Reused
+    }
+
+    /// The tokio stream inside, for code that wants tokio's own type (libp2p-tcp's stream gives
+    /// its inner one too; `From` does the same).
+    ///
+    /// The connection then leaves the transport's care: dropping it closes it at once, and the
+    /// port-reuse table no longer knows when. So a connection on a listening port whose remote
+    /// has not closed yet is treated from here on as one closed before its remote: its (local,
+    /// remote) pair is passed over for as long as the kernel may keep such a connection
+    /// (`tcp_fin_timeout`, 60 s by default, and a second), then freed; a dial that meets it
+    /// still open after that falls back to an ephemeral port (`Fallback::KernelRefused`). With
+    /// the `metrics` feature its lifetime ends here.
+    pub fn into_inner(mut self) -> tokio::net::TcpStream {
+        let io = self
+            .io
+            .take()
+            .expect("the socket is present until drop or into_inner");
+        if let Some((lease, _reaper)) = self.lease.take()
+            && !(self.eof || remote_closed(&io))
+        {
+            lease.orphan();
+        }
+        io
+    }
+}
+
+impl From<TcpStream> for tokio::net::TcpStream {
+    fn from(stream: TcpStream) -> Self {
+        stream.into_inner()
     }
 }
 

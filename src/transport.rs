@@ -25,7 +25,7 @@ use crate::{
     listener::{Event, Listener, Listeners, OwnSocket, Pairs},
     metrics::Metrics,
     multiaddr,
-    port_reuse::{PortReuse, Registration},
+    port_reuse::{Registration, ReuseTable},
     socket,
     stream::OnDrop,
     sys::{PLATFORM, Role},
@@ -48,7 +48,7 @@ pub(crate) type Dial = BoxFuture<'static, io::Result<TcpStream>>;
 /// Needs a tokio runtime: `listen_on` and the dial futures return an error outside one.
 pub struct Transport {
     config: Config,
-    port_reuse: PortReuse,
+    port_reuse: ReuseTable,
     /// Holds the sockets of closing pairs until their remote closes.
     reaper: Arc<Reaper>,
     metrics: Metrics,
@@ -72,7 +72,7 @@ impl Transport {
         let metrics = Metrics::new(config.tcp_info_interval);
         Self {
             config,
-            port_reuse: PortReuse::new(enabled)
+            port_reuse: ReuseTable::new(enabled)
                 .with_closing_bound(max_closing, limits::orphan_hold()),
             reaper: Arc::default(),
             metrics,
@@ -83,7 +83,7 @@ impl Transport {
 
     /// A handle on the port-reuse table: the registered listening addresses, the live outbound
     /// connections from them, and the source a dial would use.
-    pub fn port_reuse(&self) -> PortReuse {
+    pub fn reuse_table(&self) -> ReuseTable {
         self.port_reuse.clone()
     }
 
@@ -94,15 +94,15 @@ impl Transport {
     /// | metric | type | what |
     /// |---|---|---|
     /// | `libp2p_reuseport_dials_total{origin="reused"}` | counter | outbound connections that left from a listening port |
-    /// | `libp2p_reuseport_dials_total{origin="ephemeral",reason=...}` | counter | outbound connections from an ephemeral port, by [`Fallback`](crate::Fallback): `not_requested`, `disabled`, `no_listener`, `no_route`, `busy`, `refused` |
+    /// | `libp2p_reuseport_dials_total{origin="ephemeral",reason=...}` | counter | outbound connections from an ephemeral port, by [`Fallback`](crate::Fallback): `not_requested`, `disabled`, `no_listener`, `no_route`, `busy`, `kernel_refused` |
     /// | `libp2p_reuseport_accepts_total` | counter | inbound connections accepted |
     /// | `libp2p_reuseport_listener_errors_total` | counter | `ListenerError` events (failed accepts, a failed interface watcher) |
-    /// | `libp2p_reuseport_refused_retries_total` | counter | SYNs sent again from a listening port right after the remote side refused one ([`Config::refused_retry_window`]) |
-    /// | `libp2p_reuseport_listen_addresses` | gauge | listening addresses registered for port reuse ([`PortReuse::listen_addrs`]) |
-    /// | `libp2p_reuseport_open_pairs` | gauge | open outbound connections from a listening port ([`PortReuse::live_connections`]) |
-    /// | `libp2p_reuseport_accepted_pairs` | gauge | open inbound connections accepted by listeners registered for port reuse: a dial back to their remote from that listening address passes over the pair ([`PortReuse::accepted_connections`]) |
-    /// | `libp2p_reuseport_closing_pairs` | gauge | dropped connections on a listening port, outbound or accepted, whose remote has not closed yet ([`PortReuse::closing_connections`]) |
-    /// | `libp2p_reuseport_closing_sockets` | gauge | those of them whose socket is kept open until the remote closes ([`PortReuse::closing_sockets`]) |
+    /// | `libp2p_reuseport_rst_retries_total` | counter | SYNs sent again from a listening port right after the remote side refused one ([`Config::rst_retry_window`]) |
+    /// | `libp2p_reuseport_listen_addresses` | gauge | listening addresses registered for port reuse ([`ReuseTable::listen_addrs`]) |
+    /// | `libp2p_reuseport_open_pairs` | gauge | open outbound connections from a listening port ([`ReuseTable::dialed_connections`]) |
+    /// | `libp2p_reuseport_accepted_connections` | gauge | open inbound connections accepted by listeners registered for port reuse: a dial back to their remote from that listening address passes over the pair ([`ReuseTable::accepted_connections`]) |
+    /// | `libp2p_reuseport_closing_connections` | gauge | dropped connections on a listening port, outbound or accepted, whose remote has not closed yet ([`ReuseTable::closing_connections`]) |
+    /// | `libp2p_reuseport_closing_sockets` | gauge | those of them whose socket is kept open until the remote closes ([`ReuseTable::closing_sockets`]) |
     /// | `libp2p_reuseport_connection_duration_seconds{direction=...}` | histogram | how long connections lived, from the stream's creation (connected or accepted) to its drop; `direction` is `dialed` or `accepted`; buckets 0.1 s to a week |
     /// | `libp2p_reuseport_tcp_rtt_seconds{direction=...}` | histogram | Linux: the smoothed round-trip time (TCP_INFO `tcpi_rtt`) of each open connection at each sample; buckets 100 µs to 6.5 s, doubling |
     /// | `libp2p_reuseport_tcp_segments_sent_total{direction=...}` | counter | Linux: segments the connections sent (`tcpi_segs_out`, retransmissions included), added at each sample |

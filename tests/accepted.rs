@@ -10,13 +10,13 @@ mod util;
 use std::time::Duration;
 
 use libp2p_core::{Transport as _, transport::PortUse};
-use libp2p_reuseport::{Config, Fallback, PortOrigin, PortReuse};
+use libp2p_reuseport::{Config, Fallback, PortOrigin, ReuseTable};
 use util::{shared::*, *};
 
 const BUSY: PortOrigin = PortOrigin::Ephemeral(Fallback::Busy);
 
 /// Waits until `table` holds no closing pair.
-async fn no_closing_pairs(table: &PortReuse) {
+async fn no_closing_pairs(table: &ReuseTable) {
     within("closing pairs released", async {
         while table.closing_connections() > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -38,7 +38,7 @@ async fn a_dial_back_passes_over_the_pair_of_an_accepted_connection() {
     ];
     for (a_listen, b_listen) in cases {
         let (mut a, mut b) = (transport(), transport());
-        let table = a.port_reuse();
+        let table = a.reuse_table();
         let (_, a_addr) = listen(&mut a, a_listen).await;
         let (_, b_addr) = listen(&mut b, b_listen).await;
 
@@ -53,7 +53,7 @@ async fn a_dial_back_passes_over_the_pair_of_an_accepted_connection() {
         assert_eq!(a_dialed.port_origin(), BUSY, "{a_listen}: open");
         drop(a_dialed);
         assert_eq!(
-            (table.accepted_connections(), table.live_connections()),
+            (table.accepted_connections(), table.dialed_connections()),
             (1, 0),
             "{a_listen}"
         );
@@ -110,7 +110,7 @@ async fn closed_by_the_remote_first_an_accepted_pair_is_free_at_once() {
         return;
     }
     let (mut a, mut b) = (transport(), transport());
-    let table = a.port_reuse();
+    let table = a.reuse_table();
     let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
     let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
     let (b_dialed, a_accepted, _) = connect(&mut b, &mut a, a_addr, PortUse::Reuse).await;
@@ -134,7 +134,7 @@ async fn without_port_reuse_accepted_pairs_are_not_kept() {
     let mut b = transport();
     let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
     let (_, _b_accepted, _) = connect(&mut b, &mut a, a_addr, PortUse::Reuse).await;
-    assert_eq!(a.port_reuse().accepted_connections(), 0);
+    assert_eq!(a.reuse_table().accepted_connections(), 0);
 }
 
 #[tokio::test]
@@ -143,7 +143,7 @@ async fn both_sides_of_a_shared_set_pass_over_an_accepted_pair() {
         return;
     }
     let (shared, mut tcp, mut ws) = set(Config::new());
-    let table = shared.port_reuse();
+    let table = shared.reuse_table();
     let (_, a_addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
     listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
     let mut b = transport();

@@ -159,7 +159,7 @@ fn our_listener_joining_a_shared_port_is_reported() {
         let mut ours = Transport::new(Config::new());
         ours.listen_on(ListenerId::next(), ma("/ip4/127.0.0.1/tcp/0"))
             .unwrap();
-        port = ours.port_reuse().listen_addrs()[0].port();
+        port = ours.reuse_table().listen_addrs()[0].port();
         let mut theirs = libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default());
         theirs
             .listen_on(

@@ -99,10 +99,10 @@ async fn loopback_listener_is_preferred_over_wildcard_for_loopback_destinations(
     let mut a = transport();
     let wildcard = ListenerId::next();
     a.listen_on(wildcard, ma("/ip4/0.0.0.0/tcp/0")).unwrap();
-    let wildcard_port = a.port_reuse().listen_addrs()[0].port();
+    let wildcard_port = a.reuse_table().listen_addrs()[0].port();
     let specific = ListenerId::next();
     a.listen_on(specific, ma("/ip4/127.0.0.2/tcp/0")).unwrap();
-    let specific_addr = a.port_reuse().listen_addrs()[1];
+    let specific_addr = a.reuse_table().listen_addrs()[1];
 
     let (_d, _a, send_back) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
     assert_eq!(
@@ -110,7 +110,7 @@ async fn loopback_listener_is_preferred_over_wildcard_for_loopback_destinations(
         "loopback listener registered later still wins"
     );
     assert_eq!(
-        a.port_reuse().source_for(sa("127.0.0.1:9")),
+        a.reuse_table().source_for(sa("127.0.0.1:9")),
         Ok(specific_addr)
     );
 
@@ -163,14 +163,14 @@ async fn listeners_sharing_an_address_are_counted() {
         again, shared,
         "SO_REUSEPORT lets our own listeners share an address"
     );
-    assert_eq!(a.port_reuse().listen_addrs(), vec![shared]);
+    assert_eq!(a.reuse_table().listen_addrs(), vec![shared]);
 
     assert!(a.remove_listener(one));
     let (_d, _a, send_back) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
     assert_eq!(send_back, shared, "still registered by the second listener");
 
     assert!(a.remove_listener(two));
-    assert!(a.port_reuse().listen_addrs().is_empty());
+    assert!(a.reuse_table().listen_addrs().is_empty());
     let (d, _a, send_back) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
     assert_ne!(send_back.port(), shared.port());
     assert_eq!(d.port_origin(), PortOrigin::Ephemeral(Fallback::NoListener));
@@ -187,7 +187,7 @@ async fn wildcard_port_is_reused_right_after_listen_on() {
     // No event of `a` is polled before the dial.
     a.listen_on(ListenerId::next(), ma("/ip4/0.0.0.0/tcp/0"))
         .unwrap();
-    let port = a.port_reuse().listen_addrs()[0].port();
+    let port = a.reuse_table().listen_addrs()[0].port();
     let (dialed, _a, send_back) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
     assert_eq!(send_back.port(), port);
     assert!(dialed.is_port_reused());
@@ -203,14 +203,14 @@ async fn dialing_our_own_listening_address_does_not_connect_to_itself() {
         let mut a = transport();
         let id = ListenerId::next();
         a.listen_on(id, ma(listen_addr)).unwrap();
-        let port = a.port_reuse().listen_addrs()[0].port();
+        let port = a.reuse_table().listen_addrs()[0].port();
         let own = if listen_addr.contains("ip6") {
             "::1"
         } else {
             "127.0.0.1"
         };
         let own = SocketAddr::new(own.parse().unwrap(), port);
-        assert_eq!(a.port_reuse().source_for(own), Err(Fallback::Busy));
+        assert_eq!(a.reuse_table().source_for(own), Err(Fallback::Busy));
         let future = a.dial(to_multiaddr(own), opts(PortUse::Reuse)).unwrap();
         let (dialed, (accepted, _, send_back)) =
             tokio::join!(within("self dial", future), accept(&mut a));
@@ -262,21 +262,21 @@ async fn two_hundred_concurrent_reuse_dials_to_one_listener() {
         .filter(|(_, _, from)| from.port() == a_addr.port())
         .count();
     assert_eq!(from_listen_port, 1);
-    assert_eq!(a.port_reuse().live_connections(), 1);
+    assert_eq!(a.reuse_table().dialed_connections(), 1);
     drop(dialed);
     assert_eq!(
-        a.port_reuse().live_connections(),
+        a.reuse_table().dialed_connections(),
         0,
         "no longer open once dropped"
     );
     assert_eq!(
-        a.port_reuse().closing_connections(),
+        a.reuse_table().closing_connections(),
         1,
         "the remote has not closed yet"
     );
     drop(accepted);
     wait_until("the pair is released", || {
-        a.port_reuse().closing_connections() == 0
+        a.reuse_table().closing_connections() == 0
     })
     .await;
 }
@@ -311,7 +311,7 @@ async fn a_pair_is_not_redialed_until_the_remote_closes_the_previous_connection(
     within("eof", accepted.read_to_end(&mut rest))
         .await
         .unwrap();
-    assert_eq!(a.port_reuse().closing_connections(), 1);
+    assert_eq!(a.reuse_table().closing_connections(), 1);
     let (second, _second_accepted, send_back) =
         connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
     assert_eq!(second.port_origin(), PortOrigin::Ephemeral(Fallback::Busy));
@@ -321,7 +321,7 @@ async fn a_pair_is_not_redialed_until_the_remote_closes_the_previous_connection(
     // Once the remote closes, the pair is released and the listening port is used again.
     drop(accepted);
     wait_until("the pair is released", || {
-        a.port_reuse().closing_connections() == 0
+        a.reuse_table().closing_connections() == 0
     })
     .await;
     let (third, _third_accepted, send_back) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
@@ -406,7 +406,7 @@ async fn cycles(cycles: usize, client_closes_first: bool) -> usize {
         within("eof", second.read_to_end(&mut rest)).await.unwrap();
         drop((dialed, accepted));
     }
-    assert_eq!(a.port_reuse().live_connections(), 0);
+    assert_eq!(a.reuse_table().dialed_connections(), 0);
     reused
 }
 
@@ -436,9 +436,9 @@ async fn port_reuse_off_dials_from_ephemeral_ports() {
     let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
     let mut a = Transport::new(Config::new().port_reuse(false));
     let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
-    assert!(!a.port_reuse().is_enabled());
+    assert!(!a.reuse_table().is_enabled());
     assert!(
-        a.port_reuse().listen_addrs().is_empty(),
+        a.reuse_table().listen_addrs().is_empty(),
         "nothing registered"
     );
     let (dialed, _a, send_back) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
@@ -472,7 +472,7 @@ async fn refused_connections_are_returned_as_they_are() {
         "names the reused source: {message}"
     );
     assert_eq!(
-        a.port_reuse().live_connections(),
+        a.reuse_table().dialed_connections(),
         0,
         "the failed dial released its pair"
     );
@@ -555,11 +555,11 @@ async fn a_pair_taken_outside_the_table_falls_back_once() {
     let (two, _a2, from_two) = connect(&mut second, &mut b, b_addr, PortUse::Reuse).await;
     assert_eq!(
         two.port_origin(),
-        PortOrigin::Ephemeral(Fallback::Refused(PAIR_TAKEN))
+        PortOrigin::Ephemeral(Fallback::KernelRefused(PAIR_TAKEN))
     );
     assert_ne!(from_two.port(), shared.port());
     assert_eq!(
-        second.port_reuse().live_connections(),
+        second.reuse_table().dialed_connections(),
         0,
         "the refused pair is not held"
     );
@@ -574,6 +574,40 @@ fn public_types_can_move_between_tasks() {
     owned::<libp2p_reuseport::TcpStream>();
     owned::<<Transport as libp2p_core::Transport>::Dial>();
     shared::<Config>();
-    shared::<libp2p_reuseport::PortReuse>();
+    shared::<libp2p_reuseport::ReuseTable>();
     stream::<libp2p_reuseport::TcpStream>();
+}
+
+#[tokio::test]
+async fn into_inner_hands_over_the_tokio_stream_and_passes_its_pair_over() {
+    if !port_sharing_here("into_inner_hands_over_the_tokio_stream_and_passes_its_pair_over") {
+        return;
+    }
+    let mut a = transport();
+    let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
+    let mut b = transport();
+    let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
+    let (dialed, mut accepted, from) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
+    assert_eq!(from, a_addr);
+    let mut inner: tokio::net::TcpStream = dialed.into();
+    assert_eq!(inner.local_addr().unwrap(), a_addr);
+    within(
+        "write",
+        tokio::io::AsyncWriteExt::write_all(&mut inner, b"tokio"),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0; 5];
+    within("read", accepted.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(&buf, b"tokio");
+    // The table no longer holds the connection open, but passes its pair over as one closed
+    // before its remote: a redial to the same remote leaves from an ephemeral port, at once.
+    let table = a.reuse_table();
+    assert_eq!(table.dialed_connections(), 0);
+    assert_eq!(table.closing_connections(), 1);
+    let (again, _accepted_again, from_again) =
+        connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
+    assert_eq!(again.port_origin(), PortOrigin::Ephemeral(Fallback::Busy));
+    assert_ne!(from_again, a_addr);
+    drop(inner);
 }

@@ -70,7 +70,7 @@ async fn child_exhausts_descriptors() {
         .await
         .expect_err("no descriptor for the dial");
     assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
-    assert_eq!(t.port_reuse().live_connections(), 0);
+    assert_eq!(t.reuse_table().dialed_connections(), 0);
     println!("exhaustion: dial error: {err}");
 
     // The listener cannot accept: errors, with pauses in between.

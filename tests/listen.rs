@@ -30,7 +30,7 @@ async fn specific_address_is_reported_once_with_its_port() {
         let (id, bound) = listen(&mut t, addr).await;
         assert_ne!(bound.port(), 0, "port 0 resolved");
         assert_eq!(bound.ip(), socket_addr(&ma(addr)).ip());
-        assert_eq!(t.port_reuse().listen_addrs(), vec![bound]);
+        assert_eq!(t.reuse_table().listen_addrs(), vec![bound]);
         // No second NewAddress: the next event is the connection we make.
         let _client = std::net::TcpStream::connect(bound).unwrap();
         match next_event(&mut t).await {
@@ -56,7 +56,7 @@ async fn wildcard_is_expanded_per_interface_address() {
         let mut t = transport();
         let id = ListenerId::next();
         t.listen_on(id, ma(addr)).unwrap();
-        let registered = t.port_reuse().listen_addrs();
+        let registered = t.reuse_table().listen_addrs();
         assert_eq!(registered.len(), 1, "registered when bound: {registered:?}");
         assert!(registered[0].ip().is_unspecified());
         let port = registered[0].port();
@@ -130,12 +130,12 @@ async fn remove_and_drop_free_the_port() {
         let mut t = transport();
         let id = ListenerId::next();
         t.listen_on(id, ma(addr)).unwrap();
-        let bound = t.port_reuse().listen_addrs()[0];
+        let bound = t.reuse_table().listen_addrs()[0];
         let err = plain_listen(bound).expect_err("port taken while listening");
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
         assert!(t.remove_listener(id));
         assert!(
-            t.port_reuse().listen_addrs().is_empty(),
+            t.reuse_table().listen_addrs().is_empty(),
             "unregistered at once"
         );
         plain_listen(bound).expect("port free after remove_listener");
@@ -144,7 +144,7 @@ async fn remove_and_drop_free_the_port() {
         t.listen_on(ListenerId::next(), to_multiaddr(bound))
             .unwrap();
         assert!(plain_listen(bound).is_err());
-        let table = t.port_reuse();
+        let table = t.reuse_table();
         drop(t);
         assert!(table.listen_addrs().is_empty(), "unregistered on drop");
         plain_listen(bound).expect("port free after dropping the transport");
@@ -163,7 +163,7 @@ async fn listening_on_a_taken_port_fails_with_the_address() {
         }
         other => panic!("expected AddrInUse, got {other:?}"),
     }
-    assert!(t.port_reuse().listen_addrs().is_empty());
+    assert!(t.reuse_table().listen_addrs().is_empty());
 }
 
 #[tokio::test]
@@ -202,7 +202,7 @@ async fn unsupported_addresses_are_refused_without_side_effects() {
     for addr in &dial_bad {
         assert!(dial_unsupported(&mut t, &ma(addr)), "dial {addr}");
     }
-    assert!(t.port_reuse().listen_addrs().is_empty());
+    assert!(t.reuse_table().listen_addrs().is_empty());
     // The transport still works afterwards, and a /p2p suffix is fine on dial, and on listen
     // (as libp2p-tcp takes it; the listener reports its address without it).
     let (_, bound) = listen(&mut t, &format!("/ip4/127.0.0.1/tcp/0/p2p/{peer}")).await;
@@ -237,7 +237,7 @@ async fn ipv4_and_ipv6_wildcards_share_a_port_number() {
         let mut t = transport();
         t.listen_on(ListenerId::next(), ma("/ip6/::/tcp/0"))
             .unwrap();
-        let port = t.port_reuse().listen_addrs()[0].port();
+        let port = t.reuse_table().listen_addrs()[0].port();
         let mut other = Transport::new(Config::new().port_reuse(false));
         let v4 = ma(&format!("/ip4/0.0.0.0/tcp/{port}"));
         match other.listen_on(ListenerId::next(), v4) {

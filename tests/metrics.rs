@@ -30,21 +30,21 @@ mod with_feature {
 
     /// Every series the transport registers, by name without the prefix, all at zero.
     const SERIES: [&str; 15] = [
-        r#"accepted_pairs"#,
+        r#"accepted_connections"#,
         r#"accepts_total"#,
-        r#"closing_pairs"#,
+        r#"closing_connections"#,
         r#"closing_sockets"#,
         r#"dials_total{origin="ephemeral",reason="busy"}"#,
         r#"dials_total{origin="ephemeral",reason="disabled"}"#,
         r#"dials_total{origin="ephemeral",reason="no_listener"}"#,
         r#"dials_total{origin="ephemeral",reason="no_route"}"#,
         r#"dials_total{origin="ephemeral",reason="not_requested"}"#,
-        r#"dials_total{origin="ephemeral",reason="refused"}"#,
+        r#"dials_total{origin="ephemeral",reason="kernel_refused"}"#,
         r#"dials_total{origin="reused"}"#,
         r#"listen_addresses"#,
         r#"listener_errors_total"#,
-        r#"open_pairs"#,
-        r#"refused_retries_total"#,
+        r#"dialed_connections"#,
+        r#"rst_retries_total"#,
     ];
 
     /// The per-connection series (histograms, and counters fed by TCP_INFO samples), which
@@ -185,7 +185,7 @@ mod with_feature {
         let now = |more: &[(&'static str, u64)]| expect(&[&dials[..], more].concat());
         assert_eq!(
             read(&registry),
-            now(&[("listen_addresses", 1), ("open_pairs", 1)])
+            now(&[("listen_addresses", 1), ("dialed_connections", 1)])
         );
 
         // Two connections to a's listener, closed by b first: a's accepted ends read the end of
@@ -196,8 +196,8 @@ mod with_feature {
                 read(&registry),
                 now(&[
                     ("listen_addresses", 1),
-                    ("open_pairs", 1),
-                    ("accepted_pairs", 1),
+                    ("dialed_connections", 1),
+                    ("accepted_connections", 1),
                     ("accepts_total", k + 1)
                 ])
             );
@@ -207,7 +207,7 @@ mod with_feature {
             read(&registry),
             now(&[
                 ("listen_addresses", 1),
-                ("open_pairs", 1),
+                ("dialed_connections", 1),
                 ("accepts_total", 2)
             ])
         );
@@ -218,13 +218,13 @@ mod with_feature {
             read(&registry),
             now(&[
                 ("listen_addresses", 1),
-                ("closing_pairs", 1),
+                ("closing_connections", 1),
                 ("closing_sockets", 1),
                 ("accepts_total", 2)
             ])
         );
         drop(first_accepted);
-        let table = a.port_reuse();
+        let table = a.reuse_table();
         wait_until("the closing pair is released", || {
             table.closing_connections() == 0
         })
@@ -256,12 +256,15 @@ mod with_feature {
                 connect(&mut second, &mut b, b_addr, PortUse::Reuse).await;
             assert!(matches!(
                 two.port_origin(),
-                PortOrigin::Ephemeral(Fallback::Refused(_))
+                PortOrigin::Ephemeral(Fallback::KernelRefused(_))
             ));
             assert_eq!(
                 read(&registry),
                 expect(&[
-                    (r#"dials_total{origin="ephemeral",reason="refused"}"#, 1),
+                    (
+                        r#"dials_total{origin="ephemeral",reason="kernel_refused"}"#,
+                        1
+                    ),
                     ("listen_addresses", 1),
                 ])
             );
@@ -344,7 +347,7 @@ mod with_feature {
             expect(&[
                 ("listener_errors_total", errors),
                 ("accepts_total", 1),
-                ("accepted_pairs", 1),
+                ("accepted_connections", 1),
                 ("listen_addresses", 1),
             ])
         );

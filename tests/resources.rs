@@ -19,7 +19,7 @@ use libp2p_core::{
     Transport as _,
     transport::{ListenerId, PortUse, TransportEvent},
 };
-use libp2p_reuseport::PortReuse;
+use libp2p_reuseport::ReuseTable;
 use util::*;
 
 /// The tests of this file count process-wide descriptors: one at a time.
@@ -37,12 +37,12 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 /// Waits until nothing is left in `table` but `listeners`, and the descriptor count is `fds`.
-async fn settled(table: &PortReuse, listeners: usize, fds: usize) {
+async fn settled(table: &ReuseTable, listeners: usize, fds: usize) {
     let started = Instant::now();
     loop {
         let state = (
             table.listen_addrs().len(),
-            table.live_connections(),
+            table.dialed_connections(),
             table.accepted_connections(),
             table.closing_connections(),
             open_fds(),
@@ -67,8 +67,8 @@ fn ten_thousand_dial_close_cycles_leave_nothing_behind() {
         let mut b = transport();
         let (_, _) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
         let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
-        let table = a.port_reuse();
-        let b_table = b.port_reuse();
+        let table = a.reuse_table();
+        let b_table = b.reuse_table();
         // One clean cycle first, so that everything created once is there before counting.
         let (dialed, accepted, _) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
         close_remote_first(dialed, accepted).await;
@@ -114,7 +114,7 @@ fn a_thousand_listen_remove_cycles_leave_nothing_behind() {
     let _serial = serial();
     current_thread().block_on(async {
         let mut t = transport();
-        let table = t.port_reuse();
+        let table = t.reuse_table();
         let fds = open_fds();
         for i in 0..1_000 {
             // Every tenth is a wildcard listener, with its interface watcher.
@@ -150,7 +150,7 @@ fn cancelled_dials_release_their_pair_and_socket() {
         let mut b = transport();
         let _ = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
         let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
-        let table = a.port_reuse();
+        let table = a.reuse_table();
         let fds = open_fds();
         // Drop after 0, 1, 2 and 3 polls: unpolled, after reserving and connecting, and while
         // waiting for the handshake (a loopback handshake completes only when the runtime
@@ -166,7 +166,7 @@ fn cancelled_dials_release_their_pair_and_socket() {
                 }
                 assert_eq!(pending, polls, "still connecting when dropped");
                 drop(dial);
-                assert_eq!(table.live_connections(), 0, "after {polls} polls");
+                assert_eq!(table.dialed_connections(), 0, "after {polls} polls");
             }
         }
         // The connections the kernel completed sit in b's backlog; accepting and dropping them
@@ -188,7 +188,7 @@ fn dropping_the_transport_with_connections_in_flight_leaves_nothing() {
         let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
         let b_fds = open_fds();
         let mut a = transport();
-        let table = a.port_reuse();
+        let table = a.reuse_table();
         let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
         a.listen_on(ListenerId::next(), ma("/ip4/0.0.0.0/tcp/0"))
             .unwrap();
@@ -261,7 +261,7 @@ fn parallel_dials_and_listener_churn_on_a_multi_thread_runtime() {
         });
 
         let a = Arc::new(Mutex::new(transport()));
-        let table = a.lock().unwrap().port_reuse();
+        let table = a.lock().unwrap().reuse_table();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // The owner task polls the transport for listener events.
         let poller = {
@@ -328,7 +328,7 @@ fn parallel_dials_and_listener_churn_on_a_multi_thread_runtime() {
         let deadline = Instant::now() + TIMEOUT;
         while (
             table.listen_addrs().len(),
-            table.live_connections(),
+            table.dialed_connections(),
             table.accepted_connections(),
             table.closing_connections(),
         ) != (0, 0, 0, 0)

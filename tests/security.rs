@@ -76,7 +76,7 @@ async fn a_port_held_by_another_socket_is_refused() {
         let message = err.to_string();
         assert!(message.contains(&target.to_string()), "{message}");
         assert!(message.contains("foreign_port_sharing"), "{message}");
-        assert!(t.port_reuse().listen_addrs().is_empty());
+        assert!(t.reuse_table().listen_addrs().is_empty());
     }
 }
 
@@ -85,7 +85,7 @@ async fn sharing_with_another_socket_can_be_allowed() {
     let (_foreign, held) = foreign_listener("127.0.0.1:0");
     let mut t = Transport::new(Config::new().foreign_port_sharing(true));
     assert!(listen_error(&mut t, held).is_none(), "allowed on purpose");
-    assert_eq!(t.port_reuse().listen_addrs(), vec![held]);
+    assert_eq!(t.reuse_table().listen_addrs(), vec![held]);
 }
 
 #[tokio::test]
@@ -108,8 +108,8 @@ async fn our_own_ports_are_not_foreign() {
     for id in [first, second, wildcard] {
         assert!(t.remove_listener(id));
     }
-    assert!(t.port_reuse().listen_addrs().is_empty());
-    assert_eq!(t.port_reuse().live_connections(), 1);
+    assert!(t.reuse_table().listen_addrs().is_empty());
+    assert_eq!(t.reuse_table().dialed_connections(), 1);
     assert!(
         listen_error(&mut t, addr).is_none(),
         "the port of our own connection is ours"

@@ -26,7 +26,11 @@ async fn one_socket_routes_each_kind_to_its_side() {
             ws_addr, addr,
             "{family}: port 0 on the second side joins the first's socket"
         );
-        assert_eq!(shared.port_reuse().listen_addrs(), vec![addr], "one socket");
+        assert_eq!(
+            shared.reuse_table().listen_addrs(),
+            vec![addr],
+            "one socket"
+        );
 
         let _m = client(addr, MULTISTREAM).await;
         let (id, mut stream, local, _) = incoming(&mut tcp).await;
@@ -92,7 +96,7 @@ async fn explicit_ports_join_and_conflicts_are_refused() {
         );
     }
     assert_eq!(
-        shared.port_reuse().listen_addrs().len(),
+        shared.reuse_table().listen_addrs().len(),
         2,
         "no socket left by a refusal"
     );
@@ -113,8 +117,8 @@ async fn wildcard_sockets_report_addresses_to_each_side() {
             tcp_addr, ws_addr,
             "each side reports the socket's loopback address"
         );
-        assert_eq!(shared.port_reuse().listen_addrs().len(), 1);
-        assert!(shared.port_reuse().listen_addrs()[0].ip().is_unspecified());
+        assert_eq!(shared.reuse_table().listen_addrs().len(), 1);
+        assert!(shared.reuse_table().listen_addrs()[0].ip().is_unspecified());
     }
 }
 
@@ -143,14 +147,14 @@ async fn removing_one_side_keeps_the_other_and_the_last_frees_the_port() {
     expected.unclaimed = 1;
     assert_eq!(shared.stats(), expected);
     assert_eq!(
-        shared.port_reuse().listen_addrs(),
+        shared.reuse_table().listen_addrs(),
         vec![addr],
         "still listening"
     );
 
     assert!(ws.remove_listener(ws_id));
     assert_eq!(closed(&mut ws).await, ws_id);
-    assert!(shared.port_reuse().listen_addrs().is_empty());
+    assert!(shared.reuse_table().listen_addrs().is_empty());
     // Free for a socket without SO_REUSEPORT: nothing of ours holds the port.
     let plain = std::net::TcpListener::bind(addr);
     assert!(plain.is_ok(), "port {addr} still held: {plain:?}");
@@ -185,7 +189,7 @@ async fn both_sides_dial_from_the_shared_port() {
         );
         open.push(dialed);
     }
-    assert_eq!(shared.port_reuse().live_connections(), 2);
+    assert_eq!(shared.reuse_table().dialed_connections(), 2);
 }
 
 #[tokio::test]
@@ -218,7 +222,7 @@ async fn the_sides_share_the_bound_on_held_closing_sockets() {
         drop(dialed);
         kept.push(accepted);
     }
-    let table = shared.port_reuse();
+    let table = shared.reuse_table();
     assert_eq!(
         (table.closing_sockets(), table.closing_connections()),
         (1, 2),
@@ -230,7 +234,7 @@ async fn the_sides_share_the_bound_on_held_closing_sockets() {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
             "libp2p_reuseport_closing_sockets 1\n",
-            "libp2p_reuseport_closing_pairs 2\n",
+            "libp2p_reuseport_closing_connections 2\n",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
@@ -250,12 +254,12 @@ async fn the_sides_share_the_bound_on_held_closing_sockets() {
 #[tokio::test]
 async fn without_port_reuse_the_sides_still_share_one_socket() {
     let (shared, mut tcp, mut ws) = set(Config::new().port_reuse(false));
-    assert!(!shared.port_reuse().is_enabled());
+    assert!(!shared.reuse_table().is_enabled());
     let (tcp_id, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
     let (ws_id, ws_addr) = listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
     assert_eq!(ws_addr, addr);
     assert!(
-        shared.port_reuse().listen_addrs().is_empty(),
+        shared.reuse_table().listen_addrs().is_empty(),
         "nothing registered for reuse"
     );
     let _m = client(addr, MULTISTREAM).await;

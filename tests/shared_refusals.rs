@@ -11,7 +11,7 @@ use libp2p_core::{
     Transport as _,
     transport::{ListenerId, PortUse, TransportEvent},
 };
-use libp2p_reuseport::{Config, SharedStats};
+use libp2p_reuseport::{Config, SharedConfig, SharedStats};
 use tokio::io::AsyncWriteExt as _;
 use util::{shared::*, *};
 
@@ -22,11 +22,11 @@ async fn garbage_unknown_kinds_and_early_closes_are_refused_and_counted() {
     // first-bytes deadline, and counted as timed out: a short deadline there.
     let deadline = Duration::from_millis(500);
     let config = if under_wine() {
-        Config::new().first_bytes_timeout(deadline)
+        SharedConfig::new().first_bytes_timeout(deadline)
     } else {
-        Config::new()
+        SharedConfig::new()
     };
-    let (shared, mut tcp, mut ws) = set(config);
+    let (shared, mut tcp, mut ws) = set_with(config);
     let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
     listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
     let mut expected = SharedStats::default();
@@ -74,7 +74,7 @@ async fn garbage_unknown_kinds_and_early_closes_are_refused_and_counted() {
 #[tokio::test]
 async fn a_silent_client_is_dropped_at_the_deadline() {
     let deadline = Duration::from_millis(400);
-    let (shared, mut tcp, mut ws) = set(Config::new().first_bytes_timeout(deadline));
+    let (shared, mut tcp, mut ws) = set_with(SharedConfig::new().first_bytes_timeout(deadline));
     let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
     listen_side(&mut ws, "/ip4/127.0.0.1/tcp/0").await;
     let started = Instant::now();
@@ -99,7 +99,8 @@ async fn a_silent_client_is_dropped_at_the_deadline() {
 #[tokio::test]
 async fn a_slow_client_does_not_hold_up_the_others() {
     // A deadline far beyond the test's timeouts: only concurrency lets the second one through.
-    let (shared, mut tcp, _ws) = set(Config::new().first_bytes_timeout(Duration::from_secs(600)));
+    let (shared, mut tcp, _ws) =
+        set_with(SharedConfig::new().first_bytes_timeout(Duration::from_secs(600)));
     let (tcp_id, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
     let _silent = client(addr, b"").await;
     let _m = client(addr, MULTISTREAM).await;
@@ -115,10 +116,10 @@ async fn a_slow_client_does_not_hold_up_the_others() {
 
 #[tokio::test]
 async fn at_most_the_configured_number_wait_for_first_bytes() {
-    let config = Config::new()
+    let config = SharedConfig::new()
         .first_bytes_timeout(Duration::from_secs(600))
         .first_bytes_concurrency(2);
-    let (shared, mut tcp, _ws) = set(config);
+    let (shared, mut tcp, _ws) = set_with(config);
     let (_, addr) = listen_side(&mut tcp, "/ip4/127.0.0.1/tcp/0").await;
     let mut silent = vec![client(addr, b"").await, client(addr, b"").await];
     // Both silent ones are accepted and wait; the third stays in the kernel's backlog.

@@ -130,7 +130,7 @@ async fn tcp_ws_and_wss_peers_reach_one_port() {
                 .with(Protocol::Ws("/".into()))
         );
         assert_eq!(
-            set.port_reuse().listen_addrs(),
+            set.reuse_table().listen_addrs(),
             vec![socket_addr(&tcp_addr)],
             "one socket"
         );
@@ -205,7 +205,7 @@ async fn websocket_dials_leave_from_the_shared_port() {
             Some(&seen_from),
             "and identify tells A so"
         );
-        assert_eq!(a_set.port_reuse().live_connections(), 1);
+        assert_eq!(a_set.reuse_table().dialed_connections(), 1);
         assert_eq!(b_set.stats().http, 1);
     }
 }

@@ -75,7 +75,7 @@ async fn foreign_port_sharing_cannot_share_a_listening_address() {
         }
         other => panic!("expected AddrInUse, got {other:?}"),
     }
-    assert!(t.port_reuse().listen_addrs().is_empty());
+    assert!(t.reuse_table().listen_addrs().is_empty());
 }
 
 #[tokio::test]
@@ -91,7 +91,7 @@ async fn a_dial_the_kernel_refuses_falls_back_to_an_ephemeral_port() {
     let (_, b_addr) = listen(&mut b, "/ip4/127.0.0.1/tcp/0").await;
     let (dialed, _accepted, from) = connect(&mut a, &mut b, b_addr, PortUse::Reuse).await;
     match dialed.port_origin() {
-        PortOrigin::Ephemeral(Fallback::Refused(kind)) => assert!(
+        PortOrigin::Ephemeral(Fallback::KernelRefused(kind)) => assert!(
             matches!(
                 kind,
                 io::ErrorKind::PermissionDenied | io::ErrorKind::AddrInUse
@@ -101,7 +101,7 @@ async fn a_dial_the_kernel_refuses_falls_back_to_an_ephemeral_port() {
         other => panic!("expected a refused listening port, got {other:?}"),
     }
     assert_ne!(from.port(), a_addr.port());
-    assert_eq!(a.port_reuse().live_connections(), 0);
+    assert_eq!(a.reuse_table().dialed_connections(), 0);
 }
 
 #[tokio::test]

@@ -170,7 +170,7 @@ impl Dialer {
                 let mut ours = libp2p_reuseport::Transport::default();
                 ours.listen_on(ListenerId::next(), loopback_any_port())
                     .expect("listen");
-                let port = ours.port_reuse().listen_addrs()[0].port();
+                let port = ours.reuse_table().listen_addrs()[0].port();
                 (DialerTransport::Ours(ours), port)
             }
             Impl::Tcp => {
@@ -343,7 +343,7 @@ impl Acceptor {
                 let mut ours = libp2p_reuseport::Transport::default();
                 ours.listen_on(ListenerId::next(), loopback_any_port())
                     .expect("listen");
-                let addr = ours.port_reuse().listen_addrs()[0];
+                let addr = ours.reuse_table().listen_addrs()[0];
                 Some((Self::Ours(ours), addr))
             }
             Impl::Tcp => {

@@ -73,7 +73,7 @@ impl Samples {
             }
         }
         match conn.origin() {
-            Some(PortOrigin::Ephemeral(Fallback::Refused(_))) => self.failed_syscalls += 1,
+            Some(PortOrigin::Ephemeral(Fallback::KernelRefused(_))) => self.failed_syscalls += 1,
             Some(PortOrigin::Ephemeral(Fallback::Busy)) => self.busy += 1,
             _ if !reused && dialer.which.fallback_means_failed_syscall() => {
                 self.failed_syscalls += 1

@@ -61,7 +61,7 @@ impl Listener {
                     .expect("listen");
                 ws.listen_on(ListenerId::next(), loopback())
                     .expect("listen");
-                let addrs = shared.port_reuse().listen_addrs();
+                let addrs = shared.reuse_table().listen_addrs();
                 assert_eq!(addrs.len(), 1, "both sides on one socket");
                 let set = shared;
                 (Self::Shared { tcp, _ws: ws, set }, addrs[0])
@@ -71,7 +71,7 @@ impl Listener {
                 plain
                     .listen_on(ListenerId::next(), loopback())
                     .expect("listen");
-                let addr = plain.port_reuse().listen_addrs()[0];
+                let addr = plain.reuse_table().listen_addrs()[0];
                 (Self::Plain(plain), addr)
             }
             Kind::Raw => {

@@ -98,7 +98,7 @@ use crate::{Config, TcpStream, Transport};
 ///
 /// Do not also call `with_tcp`: libp2p-tcp would be asked first for every TCP address and this
 /// transport would never dial. To keep a handle on the transport (its
-/// [`port_reuse`](Transport::port_reuse) table, its metrics), or to upgrade the sides of a
+/// [`reuse_table`](Transport::reuse_table) table, its metrics), or to upgrade the sides of a
 /// [`SharedListeners`](crate::SharedListeners) set, make the transport yourself and use
 /// [`upgrade`].
 // The return type spells out what `with_other_transport` receives, rather than hide it in
@@ -151,7 +151,7 @@ where
 /// yourself.
 ///
 /// `transport` is any [`libp2p_core::Transport`] whose connections are byte streams: this
-/// crate's [`Transport`] when you want to keep its [`port_reuse`](Transport::port_reuse)
+/// crate's [`Transport`] when you want to keep its [`reuse_table`](Transport::reuse_table)
 /// handle, the sides of a [`SharedListeners`](crate::SharedListeners) set, or either of them
 /// wrapped (libp2p-websocket, `or_transport`, `map`). `security` and `muxer` are what [`tcp`]
 /// and `SwarmBuilder::with_tcp` take, and the connections are upgraded the same way.

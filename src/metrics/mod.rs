@@ -34,7 +34,7 @@ mod imp {
     use super::connections::{Connections, Series};
     use crate::{
         origin::{Fallback, PortOrigin},
-        port_reuse::PortReuse,
+        port_reuse::ReuseTable,
     };
 
     /// The prefix of every metric name.
@@ -47,7 +47,7 @@ mod imp {
         "no_listener",
         "no_route",
         "busy",
-        "refused",
+        "kernel_refused",
     ];
 
     /// The index of `fallback`'s counter in [`Counters::ephemeral`] and its label in
@@ -59,7 +59,7 @@ mod imp {
             Fallback::NoListener => 2,
             Fallback::NoRoute => 3,
             Fallback::Busy => 4,
-            Fallback::Refused(_) => 5,
+            Fallback::KernelRefused(_) => 5,
         }
     }
 
@@ -81,7 +81,7 @@ mod imp {
         ephemeral: [Counter; REASONS.len()],
         accepts: Counter,
         listener_errors: Counter,
-        refused_retries: Counter,
+        rst_retries: Counter,
     }
 
     impl Default for Counters {
@@ -97,7 +97,7 @@ mod imp {
                 ephemeral,
                 accepts: Counter::default(),
                 listener_errors: Counter::default(),
-                refused_retries: Counter::default(),
+                rst_retries: Counter::default(),
             }
         }
     }
@@ -139,8 +139,8 @@ mod imp {
         }
 
         /// Counts a SYN sent again from a listening port after the remote side refused one.
-        pub(crate) fn refused_retry(&self) {
-            self.counters.refused_retries.inc();
+        pub(crate) fn rst_retry(&self) {
+            self.counters.rst_retries.inc();
         }
 
         /// Counts a `ListenerError` event.
@@ -151,7 +151,7 @@ mod imp {
         /// Registers the counters, gauges that read `port_reuse` at each scrape and the
         /// per-connection series, in a sub-registry of `registry` with the prefix
         /// `libp2p_reuseport`.
-        pub(crate) fn register(&self, registry: &mut Registry, port_reuse: PortReuse) {
+        pub(crate) fn register(&self, registry: &mut Registry, port_reuse: ReuseTable) {
             let registry = registry.sub_registry_with_prefix(PREFIX);
             registry.register(
                 "dials",
@@ -171,11 +171,11 @@ mod imp {
                 self.counters.listener_errors.clone(),
             );
             registry.register(
-                "refused_retries",
+                "rst_retries",
                 "SYNs sent again from a listening port right after the remote side refused the \
                  previous one (a RST), as in a hole punch where the remote's NAT has not opened \
                  its mapping yet",
-                self.counters.refused_retries.clone(),
+                self.counters.rst_retries.clone(),
             );
             registry.register_collector(Box::new(Gauges(port_reuse)));
             registry.register_collector(Box::new(Series(self.connections.clone())));
@@ -194,7 +194,7 @@ mod imp {
 
     /// The gauges, read from the port-reuse table when the registry is encoded.
     #[derive(Debug)]
-    struct Gauges(PortReuse);
+    struct Gauges(ReuseTable);
 
     impl Collector for Gauges {
         fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
@@ -206,18 +206,18 @@ mod imp {
                     table.listen_addrs().len(),
                 ),
                 (
-                    "open_pairs",
+                    "dialed_connections",
                     "Open outbound connections that left from a listening port.",
-                    table.live_connections(),
+                    table.dialed_connections(),
                 ),
                 (
-                    "accepted_pairs",
+                    "accepted_connections",
                     "Open connections that listeners registered for port reuse accepted: a dial \
                      from that listening address to their remote passes over their pair.",
                     table.accepted_connections(),
                 ),
                 (
-                    "closing_pairs",
+                    "closing_connections",
                     "Dropped connections on a listening port (outbound from it or accepted by \
                      its listener) whose remote has not closed yet: their (local, remote) pair is \
                      passed over.",
@@ -253,8 +253,14 @@ mod imp {
                 (Fallback::NoListener, "no_listener"),
                 (Fallback::NoRoute, "no_route"),
                 (Fallback::Busy, "busy"),
-                (Fallback::Refused(ErrorKind::AddrInUse), "refused"),
-                (Fallback::Refused(ErrorKind::AddrNotAvailable), "refused"),
+                (
+                    Fallback::KernelRefused(ErrorKind::AddrInUse),
+                    "kernel_refused",
+                ),
+                (
+                    Fallback::KernelRefused(ErrorKind::AddrNotAvailable),
+                    "kernel_refused",
+                ),
             ];
             for (fallback, label) in table {
                 assert_eq!(REASONS[reason(fallback)], label, "{fallback:?}");
@@ -300,7 +306,7 @@ mod imp {
         pub(crate) fn accepted(&self) {}
 
         #[inline(always)]
-        pub(crate) fn refused_retry(&self) {}
+        pub(crate) fn rst_retry(&self) {}
 
         #[inline(always)]
         pub(crate) fn listener_error(&self) {}

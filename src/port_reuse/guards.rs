@@ -5,13 +5,13 @@
 use std::{fmt, net::SocketAddr};
 
 use super::{
-    PortReuse,
+    ReuseTable,
     table::{Pair, RemoteClosed},
 };
 
 /// Keeps a listening address registered; unregisters it when dropped.
 pub(crate) struct Registration {
-    pub(super) table: PortReuse,
+    pub(super) table: ReuseTable,
     pub(super) addr: SocketAddr,
 }
 
@@ -31,7 +31,7 @@ impl fmt::Debug for Registration {
 /// Holds a (local, remote) pair; releases it when dropped, unless [`Lease::orphan`] handed it
 /// to the table.
 pub(crate) struct Lease {
-    pub(super) table: PortReuse,
+    pub(super) table: ReuseTable,
     pub(super) id: u64,
     pub(super) local: SocketAddr,
     pub(super) remote: SocketAddr,

@@ -7,7 +7,7 @@
 //! connections whose socket is held, up to its bound, and keeps orphaned pairs (closed before
 //! their remote closed) until they expire.
 //!
-//! - this file: [`PortReuse`], the handle shared by the transport, its listeners and dials;
+//! - this file: [`ReuseTable`], the handle shared by the transport, its listeners and dials;
 //! - `table`: the data and the choice of a source;
 //! - `guards`: the [`Registration`] of a listener and the [`Lease`] of a pair, released on drop;
 //! - `tests`, `tests_accepted`: unit tests, the latter for the pairs of accepted connections.
@@ -34,14 +34,14 @@ use self::table::{Pair, Table};
 /// A handle on the transport's port-reuse table, for observing what dials will do.
 ///
 /// Cloning is cheap; every clone sees the same table. Obtained with
-/// [`Transport::port_reuse`](crate::Transport::port_reuse).
+/// [`Transport::reuse_table`](crate::Transport::reuse_table).
 #[derive(Clone)]
-pub struct PortReuse {
+pub struct ReuseTable {
     enabled: bool,
     table: Arc<Mutex<Table>>,
 }
 
-impl PortReuse {
+impl ReuseTable {
     /// An empty table; no bound on held closing sockets until [`Self::with_closing_bound`].
     pub(crate) fn new(enabled: bool) -> Self {
         Self {
@@ -76,7 +76,7 @@ impl PortReuse {
     }
 
     /// How many open outbound connections left from a listening port.
-    pub fn live_connections(&self) -> usize {
+    pub fn dialed_connections(&self) -> usize {
         self.lock()
             .pairs
             .values()
@@ -227,12 +227,12 @@ impl PortReuse {
     }
 }
 
-impl fmt::Debug for PortReuse {
+impl fmt::Debug for ReuseTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PortReuse")
+        f.debug_struct("ReuseTable")
             .field("enabled", &self.enabled)
             .field("listen_addrs", &self.listen_addrs())
-            .field("live_connections", &self.live_connections())
+            .field("dialed_connections", &self.dialed_connections())
             .field("accepted_connections", &self.accepted_connections())
             .finish()
     }

@@ -1,4 +1,4 @@
-//! The table behind [`PortReuse`](super::PortReuse): registered listening addresses indexed by IP
+//! The table behind [`ReuseTable`](super::ReuseTable): registered listening addresses indexed by IP
 //! and by registration order, the (local, remote) pairs our connections on listening ports hold
 //! (outbound and accepted), and the deterministic choice of a source between them. Plain data;
 //! the handle locks it.

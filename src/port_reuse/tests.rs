@@ -20,7 +20,7 @@ fn route_to(ip: &'static str) -> impl Fn(SocketAddr) -> io::Result<IpAddr> {
 
 /// Reserves a pair the way a dial does.
 fn take(
-    table: &PortReuse,
+    table: &ReuseTable,
     remote: SocketAddr,
     route: impl FnOnce(SocketAddr) -> io::Result<IpAddr>,
 ) -> Result<Lease, Fallback> {
@@ -28,13 +28,13 @@ fn take(
     table.reserve(remote, source)
 }
 
-fn choose(table: &PortReuse, remote: &str, route: &'static str) -> Result<SocketAddr, Fallback> {
+fn choose(table: &ReuseTable, remote: &str, route: &'static str) -> Result<SocketAddr, Fallback> {
     take(table, sa(remote), route_to(route)).map(|lease| lease.local())
 }
 
 #[test]
 fn loopback_destination_prefers_loopback_listener_then_wildcard() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _wildcard = table.register(sa("0.0.0.0:2000"));
     let _specific = table.register(sa("10.0.0.5:3000"));
     let lo = table.register(sa("127.0.0.2:1000"));
@@ -51,7 +51,7 @@ fn loopback_destination_prefers_loopback_listener_then_wildcard() {
 
 #[test]
 fn routed_destination_prefers_exact_ip_then_wildcard() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let wildcard = table.register(sa("0.0.0.0:2000"));
     let _other_ip = table.register(sa("10.0.1.5:4000"));
     let _lo = table.register(sa("127.0.0.1:1000"));
@@ -79,7 +79,7 @@ fn routed_destination_prefers_exact_ip_then_wildcard() {
 
 #[test]
 fn earliest_registration_wins_and_is_stable() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let first = table.register(sa("127.0.0.1:5000"));
     let _second = table.register(sa("127.0.0.1:4000"));
     for _ in 0..10 {
@@ -103,7 +103,7 @@ fn earliest_registration_wins_and_is_stable() {
 
 #[test]
 fn references_are_counted() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let a = table.register(sa("127.0.0.1:5000"));
     let b = table.register(sa("127.0.0.1:5000"));
     assert_eq!(table.listen_addrs(), vec![sa("127.0.0.1:5000")]);
@@ -122,7 +122,7 @@ fn references_are_counted() {
 
 #[test]
 fn families_are_separate() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _v6 = table.register(sa("[::]:5000"));
     let _v6lo = table.register(sa("[::1]:5001"));
     assert_eq!(
@@ -148,7 +148,7 @@ fn families_are_separate() {
 
 #[test]
 fn live_pairs_move_to_the_next_candidate() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _a = table.register(sa("127.0.0.1:5000"));
     let _b = table.register(sa("0.0.0.0:6000"));
     let remote = sa("127.0.0.1:80");
@@ -158,7 +158,7 @@ fn live_pairs_move_to_the_next_candidate() {
         (first.local(), second.local()),
         (sa("127.0.0.1:5000"), sa("127.0.0.1:6000"))
     );
-    assert_eq!(table.live_connections(), 2);
+    assert_eq!(table.dialed_connections(), 2);
     assert_eq!(
         take(&table, remote, no_route_lookup).map(|l| l.local()),
         Err(Fallback::Busy)
@@ -175,12 +175,12 @@ fn live_pairs_move_to_the_next_candidate() {
         sa("127.0.0.1:5000")
     );
     drop((second, other));
-    assert_eq!(table.live_connections(), 0);
+    assert_eq!(table.dialed_connections(), 0);
 }
 
 #[test]
 fn self_connection_is_skipped() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _a = table.register(sa("0.0.0.0:5000"));
     assert_eq!(
         take(&table, sa("127.0.0.1:5000"), no_route_lookup).map(|l| l.local()),
@@ -203,13 +203,13 @@ fn self_connection_is_skipped() {
 
 #[test]
 fn disabled_and_unroutable() {
-    let table = PortReuse::new(false);
+    let table = ReuseTable::new(false);
     let _a = table.register(sa("0.0.0.0:5000"));
     assert_eq!(
         take(&table, sa("127.0.0.1:80"), no_route_lookup).map(|l| l.local()),
         Err(Fallback::Disabled)
     );
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _a = table.register(sa("0.0.0.0:5000"));
     let unreachable = |_| Err(io::Error::from(io::ErrorKind::NetworkUnreachable));
     assert_eq!(
@@ -220,7 +220,7 @@ fn disabled_and_unroutable() {
 
 #[test]
 fn listen_addrs_in_registration_order() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _a = table.register(sa("[::]:3"));
     let _b = table.register(sa("127.0.0.1:1"));
     let _c = table.register(sa("0.0.0.0:2"));
@@ -233,13 +233,13 @@ fn listen_addrs_in_registration_order() {
 
 #[test]
 fn closing_pairs_are_passed_over_until_released() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _a = table.register(sa("127.0.0.1:5000"));
     let remote = sa("127.0.0.1:80");
     let mut lease = take(&table, remote, no_route_lookup).unwrap();
     assert!(lease.closing(Arc::new(|| false)));
     assert_eq!(
-        (table.live_connections(), table.closing_connections()),
+        (table.dialed_connections(), table.closing_connections()),
         (0, 1)
     );
     assert_eq!(table.source_for(remote), Err(Fallback::Busy));
@@ -264,7 +264,7 @@ fn closing_pairs_are_passed_over_until_released() {
 #[test]
 fn a_closing_pair_is_free_once_the_remote_closed() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _a = table.register(sa("127.0.0.1:5000"));
     let remote = sa("127.0.0.1:80");
     let mut old = take(&table, remote, no_route_lookup).unwrap();
@@ -278,17 +278,17 @@ fn a_closing_pair_is_free_once_the_remote_closed() {
     assert_eq!(new.local(), sa("127.0.0.1:5000"));
     drop(old);
     assert_eq!(
-        (table.live_connections(), table.closing_connections()),
+        (table.dialed_connections(), table.closing_connections()),
         (1, 0)
     );
     assert_eq!(table.source_for(remote), Err(Fallback::Busy));
     drop(new);
-    assert_eq!(table.live_connections(), 0);
+    assert_eq!(table.dialed_connections(), 0);
 }
 
 #[test]
 fn held_closing_sockets_stop_at_the_bound() {
-    let table = PortReuse::new(true).with_closing_bound(2, Duration::from_secs(60));
+    let table = ReuseTable::new(true).with_closing_bound(2, Duration::from_secs(60));
     let _a = table.register(sa("127.0.0.1:5000"));
     let mut leases: Vec<Lease> = (0..4)
         .map(|i| {
@@ -307,7 +307,7 @@ fn held_closing_sockets_stop_at_the_bound() {
     assert_eq!(held, [true, true, false, false]);
     assert_eq!(table.closing_sockets(), 2);
     assert_eq!(
-        (table.live_connections(), table.closing_connections()),
+        (table.dialed_connections(), table.closing_connections()),
         (2, 2),
         "refused leases stay open until their caller orphans them"
     );
@@ -320,7 +320,7 @@ fn held_closing_sockets_stop_at_the_bound() {
         lease.orphan();
     }
     assert_eq!(
-        (table.live_connections(), table.closing_connections()),
+        (table.dialed_connections(), table.closing_connections()),
         (0, 4)
     );
     assert_eq!(table.closing_sockets(), 2);
@@ -354,7 +354,7 @@ fn held_closing_sockets_stop_at_the_bound() {
 
 #[test]
 fn a_bound_of_zero_holds_nothing() {
-    let table = PortReuse::new(true).with_closing_bound(0, Duration::from_secs(60));
+    let table = ReuseTable::new(true).with_closing_bound(0, Duration::from_secs(60));
     let _a = table.register(sa("127.0.0.1:5000"));
     let mut lease = take(&table, sa("127.0.0.2:80"), no_route_lookup).unwrap();
     assert!(!lease.closing(Arc::new(|| false)));
@@ -366,7 +366,7 @@ fn a_bound_of_zero_holds_nothing() {
 #[test]
 fn orphaned_pairs_expire_and_leave_the_table() {
     let hold = Duration::from_millis(50);
-    let table = PortReuse::new(true).with_closing_bound(0, hold);
+    let table = ReuseTable::new(true).with_closing_bound(0, hold);
     let _a = table.register(sa("127.0.0.1:5000"));
     let remote = sa("127.0.0.2:80");
     let lease = take(&table, remote, no_route_lookup).unwrap();
@@ -385,7 +385,7 @@ fn orphaned_pairs_expire_and_leave_the_table() {
     old.orphan();
     std::thread::sleep(hold + Duration::from_millis(20));
     let new = take(&table, remote, no_route_lookup).unwrap();
-    assert_eq!(table.live_connections(), 1);
+    assert_eq!(table.dialed_connections(), 1);
     assert_eq!(table.closing_connections(), 0);
     drop(new);
     assert_eq!(table.lock().pairs.len(), 0);
@@ -394,7 +394,7 @@ fn orphaned_pairs_expire_and_leave_the_table() {
 #[test]
 fn orphaning_a_pair_taken_over_leaves_the_new_holder_alone() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let table = PortReuse::new(true).with_closing_bound(1, Duration::from_secs(60));
+    let table = ReuseTable::new(true).with_closing_bound(1, Duration::from_secs(60));
     let _a = table.register(sa("127.0.0.1:5000"));
     let remote = sa("127.0.0.2:80");
     let mut old = take(&table, remote, no_route_lookup).unwrap();
@@ -407,7 +407,7 @@ fn orphaning_a_pair_taken_over_leaves_the_new_holder_alone() {
     old.orphan();
     assert_eq!(
         (
-            table.live_connections(),
+            table.dialed_connections(),
             table.closing_connections(),
             table.closing_sockets()
         ),

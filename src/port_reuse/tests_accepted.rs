@@ -14,20 +14,20 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 /// The source a dial to `remote` would take, the kernel routing from `route`.
-fn choose(table: &PortReuse, remote: &str, route: &'static str) -> Result<SocketAddr, Fallback> {
+fn choose(table: &ReuseTable, remote: &str, route: &'static str) -> Result<SocketAddr, Fallback> {
     let source = table.source_ip(sa(remote), |_| Ok(route.parse().unwrap()))?;
     table.reserve(sa(remote), source).map(|lease| lease.local())
 }
 
 #[test]
 fn an_accepted_pair_is_passed_over_while_open() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _a = table.register(sa("127.0.0.1:5000"));
     let _b = table.register(sa("0.0.0.0:6000"));
     let remote = "127.0.0.1:7000";
     let first = table.accepted(sa("127.0.0.1:5000"), sa(remote));
     assert_eq!(
-        (table.accepted_connections(), table.live_connections()),
+        (table.accepted_connections(), table.dialed_connections()),
         (1, 0)
     );
     assert_eq!(
@@ -54,7 +54,7 @@ fn an_accepted_pair_is_passed_over_while_open() {
 
 #[test]
 fn a_wildcard_listener_holds_the_pair_on_the_accepting_ip() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _w = table.register(sa("0.0.0.0:6000"));
     let _lease = table.accepted(sa("10.0.0.5:6000"), sa("10.0.0.9:4001"));
     assert_eq!(
@@ -70,7 +70,7 @@ fn a_wildcard_listener_holds_the_pair_on_the_accepting_ip() {
 
 #[test]
 fn scope_and_flow_label_do_not_hide_the_pair() {
-    let table = PortReuse::new(true);
+    let table = ReuseTable::new(true);
     let _w = table.register(sa("[::]:5000"));
     let local = SocketAddr::V6(std::net::SocketAddrV6::new(
         "fe80::1".parse().unwrap(),
@@ -94,7 +94,7 @@ fn scope_and_flow_label_do_not_hide_the_pair() {
 #[test]
 fn a_dropped_accepted_connection_closes_as_a_dial_does() {
     let hold = Duration::from_millis(50);
-    let table = PortReuse::new(true).with_closing_bound(1, hold);
+    let table = ReuseTable::new(true).with_closing_bound(1, hold);
     let _a = table.register(sa("127.0.0.1:5000"));
     let remote = "127.0.0.2:4001";
     // Held until the remote closes.
@@ -132,7 +132,7 @@ fn a_dropped_accepted_connection_closes_as_a_dial_does() {
 #[test]
 fn an_accept_replaces_an_orphan_of_the_same_pair() {
     let hold = Duration::from_millis(50);
-    let table = PortReuse::new(true).with_closing_bound(0, hold);
+    let table = ReuseTable::new(true).with_closing_bound(0, hold);
     let _a = table.register(sa("127.0.0.1:5000"));
     let remote = sa("127.0.0.2:4001");
     let source = table.source_ip(remote, |_| unreachable!()).unwrap();

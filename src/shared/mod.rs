@@ -3,12 +3,14 @@
 //! connection to the side its first bytes are for.
 //!
 //! - `classify`: which kind the first bytes say (pure);
+//! - `config`: [`SharedConfig`], how long and how many connections wait for their first bytes;
 //! - `first_bytes`: waiting for them without consuming them, with a deadline;
 //! - `port`: one shared socket, its sides' shares and the routing;
 //! - `side`: [`SharedTransport`], a side as a `libp2p_core::Transport`;
 //! - `stats`: [`SharedStats`], what became of the accepted connections.
 
 mod classify;
+mod config;
 mod first_bytes;
 mod port;
 mod side;
@@ -30,8 +32,8 @@ use self::{
     port::{Port, Share},
     stats::Counters,
 };
-pub use self::{side::SharedTransport, stats::SharedStats};
-use crate::{Config, PortReuse, Transport, transport::Dial};
+pub use self::{config::SharedConfig, side::SharedTransport, stats::SharedStats};
+use crate::{Config, ReuseTable, Transport, transport::Dial};
 
 /// A set of listening sockets shared by a TCP transport and the inner transports of
 /// libp2p-websocket, so that one swarm listens on `/ip4/<ip>/tcp/<port>` and
@@ -53,15 +55,15 @@ use crate::{Config, PortReuse, Transport, transport::Dial};
 ///
 /// Anything else (decided as soon as a byte rules out every kind), a kind no side listens for on
 /// that socket, and a client that has not sent enough bytes within
-/// [`Config::first_bytes_timeout`] (5 s) are closed and counted in [`stats`](Self::stats) (and,
+/// [`SharedConfig::first_bytes_timeout`] (5 s) are closed and counted in [`stats`](Self::stats) (and,
 /// with the `metrics` feature, in `libp2p_reuseport_shared_connections_total`). At most
-/// [`Config::first_bytes_concurrency`] (64) connections per socket wait for their first bytes at
+/// [`SharedConfig::first_bytes_concurrency`] (64) connections per socket wait for their first bytes at
 /// once, each in its own future: a slow one never holds up the others, and while the limit is
 /// reached the socket leaves new connections in the kernel's backlog. Every connection is waited
 /// for, even when one side listens on its socket alone.
 ///
 /// All sides dial with one [`Transport`] built from the config, so they share its port-reuse
-/// table ([`port_reuse`](Self::port_reuse)), its task for closing connections and its metrics.
+/// table ([`reuse_table`](Self::reuse_table)), its task for closing connections and its metrics.
 /// Cloning the handle is cheap; clones hand out sides of the same set.
 ///
 /// ```
@@ -131,19 +133,26 @@ struct Inner {
     transport: Mutex<Transport>,
     /// The sockets, oldest first; a socket lives while a side listens on it.
     ports: Mutex<Vec<Weak<Port>>>,
-    config: Config,
+    config: SharedConfig,
     counters: Arc<Counters>,
 }
 
 impl SharedListeners {
-    /// An empty set whose sockets and dials are configured by `config`; the environment variable
+    /// An empty set whose sockets and dials are configured by `config`, waiting for first bytes
+    /// as [`SharedConfig::new`] says; the environment variable
     /// [`PORT_REUSE_ENV`](crate::PORT_REUSE_ENV) is read here, as by [`Transport::new`].
     pub fn new(config: Config) -> Self {
+        Self::with_config(config, SharedConfig::new())
+    }
+
+    /// An empty set whose sockets and dials are configured by `config` and that waits for its
+    /// connections' first bytes as `shared` says.
+    pub fn with_config(config: Config, shared: SharedConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                transport: Mutex::new(Transport::new(config.clone())),
+                transport: Mutex::new(Transport::new(config)),
                 ports: Mutex::default(),
-                config,
+                config: shared,
                 counters: Arc::default(),
             }),
         }
@@ -172,8 +181,8 @@ impl SharedListeners {
     }
 
     /// A handle on the port-reuse table every side registers its sockets in and dials from.
-    pub fn port_reuse(&self) -> PortReuse {
-        self.lock_transport().port_reuse()
+    pub fn reuse_table(&self) -> ReuseTable {
+        self.lock_transport().reuse_table()
     }
 
     /// What became of the connections the set's sockets accepted so far.

@@ -18,12 +18,13 @@ use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use libp2p_core::transport::ListenerId;
 
 use super::{
+    SharedConfig,
     classify::Kind,
     first_bytes::{self, Outcome, Waited},
     stats::{Counters, Refusal},
 };
 use crate::{
-    Config, diagnostics, error,
+    diagnostics, error,
     listener::{Accept, Backoff},
     port_reuse::Registration,
     transport::Bound,
@@ -75,7 +76,7 @@ impl Port {
     /// A shared socket on `bound`, with the first-bytes settings of `config`.
     pub(crate) fn new(
         bound: Bound,
-        config: &Config,
+        config: &SharedConfig,
         counters: Arc<Counters>,
     ) -> io::Result<Arc<Self>> {
         let runtime = tokio::runtime::Handle::try_current()

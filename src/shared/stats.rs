@@ -23,7 +23,7 @@ pub struct SharedStats {
     pub tls: u64,
     /// Closed: the first bytes began none of the three.
     pub unknown: u64,
-    /// Closed: not enough first bytes within [`Config::first_bytes_timeout`](crate::Config::first_bytes_timeout).
+    /// Closed: not enough first bytes within [`SharedConfig::first_bytes_timeout`](crate::SharedConfig::first_bytes_timeout).
     pub timed_out: u64,
     /// Closed: of a kind no side listens for on that socket (for example TLS without a
     /// `websocket_tls` side).

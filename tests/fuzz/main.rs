@@ -193,13 +193,13 @@ fn listen_and_dial_take_any_multiaddr() {
         executions += 500;
         batches += 1;
     }
-    let table = transport.port_reuse();
+    let table = transport.reuse_table();
     assert_eq!(
         table.listen_addrs().len(),
         1,
         "only the first listener is left"
     );
-    assert_eq!(table.live_connections(), 0, "no dial left a pair behind");
+    assert_eq!(table.dialed_connections(), 0, "no dial left a pair behind");
     println!(
         "fuzz: {executions} executions ({} from the corpus, {batches} batches of 500) in {:.1} s, \
          no panic, every unsupported address refused as MultiaddrNotSupported",

@@ -287,7 +287,7 @@ async fn go_shared_listener_we_dial_over_tcp_and_ws() {
                 Some(&go_saw),
                 "go's identify reports it back"
             );
-            assert_eq!(set.port_reuse().live_connections(), 1);
+            assert_eq!(set.reuse_table().dialed_connections(), 1);
         }
         stop(&mut peers).await;
     }

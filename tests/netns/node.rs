@@ -5,7 +5,7 @@
 //! `cycles <ip:port> <n>` (client-first dial/echo/close cycles), `quit`.
 //! Reports: `LISTEN`, `NEWADDR`, `EXPIRED`, `INCOMING`, `DIALED`, `DIALFAIL`, `SOURCE`, `CYCLES`,
 //! `ERROR`. Accepted connections echo what they read and close at end of stream.
-//! `NODE_REFUSED_RETRY_MS` sets [`Config::refused_retry_window`].
+//! `NODE_REFUSED_RETRY_MS` sets [`Config::rst_retry_window`].
 
 use std::{
     future::poll_fn,
@@ -96,7 +96,7 @@ async fn run() {
         .ok()
         .and_then(|ms| ms.parse().ok())
     {
-        config = config.refused_retry_window(Duration::from_millis(ms));
+        config = config.rst_retry_window(Duration::from_millis(ms));
     }
     let mut transport = Transport::new(config);
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -138,7 +138,7 @@ async fn run() {
                 let id = ListenerId::next();
                 match transport.listen_on(id, addr.parse().expect("multiaddr")) {
                     Ok(()) => {
-                        let bound = transport.port_reuse().listen_addrs();
+                        let bound = transport.reuse_table().listen_addrs();
                         let bound = bound.last().map(ToString::to_string).unwrap_or_default();
                         println!("LISTEN bound={bound}");
                     }
@@ -169,7 +169,7 @@ async fn run() {
             }
             ["source", remote] => {
                 let remote: SocketAddr = remote.parse().expect("ip:port");
-                match transport.port_reuse().source_for(remote) {
+                match transport.reuse_table().source_for(remote) {
                     Ok(local) => println!("SOURCE remote={remote} local={local}"),
                     Err(fallback) => {
                         println!("SOURCE remote={remote} local=none reason={fallback:?}")

@@ -39,7 +39,7 @@ pub fn run(options: &Options) -> ExitCode {
         ("multihomed", Box::new(multihomed)),
         ("redial", Box::new(redial)),
         ("ifchange", Box::new(interface_changes)),
-        ("refused", Box::new(refused_retries)),
+        ("refused", Box::new(rst_retries)),
         ("zoo", Box::new(zoo_scenario)),
     ];
     let wanted = &options.scenarios;
@@ -375,7 +375,7 @@ fn zoo_table(runs: usize, cells: &[String], wans: &[u32]) -> Vec<String> {
 /// final. The peer counts the SYNs that reach it (nftables counters); the first SYNs to port
 /// 5001 are answered with a RST by a rule (`quota`: the first 240 bytes, four 60-byte SYNs),
 /// after which the listener there answers.
-fn refused_retries() -> Vec<String> {
+fn rst_retries() -> Vec<String> {
     let (net, x, y) = pair();
     net.nft(
         &y,

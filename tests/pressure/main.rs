@@ -180,7 +180,7 @@ async fn child_dials_peers_that_never_close() {
     let (peer_port, end) = child_setup();
     // The default bound: derived from this process's limit.
     let mut t = transport();
-    let table = t.port_reuse();
+    let table = t.reuse_table();
     let (_, addr) = listen(&mut t, "/ip4/127.0.0.1/tcp/0").await;
     let fds = open_fds();
     let started = Instant::now();
@@ -202,7 +202,7 @@ async fn child_dials_peers_that_never_close() {
     }
     assert_eq!(
         (
-            table.live_connections(),
+            table.dialed_connections(),
             table.closing_connections(),
             table.closing_sockets()
         ),
@@ -295,7 +295,7 @@ async fn child_dials_peers_that_never_close() {
     let orphans = DIALS + NEW_PEERS + ACCEPTS - BOUND;
     assert_eq!(
         (
-            table.live_connections(),
+            table.dialed_connections(),
             table.closing_connections(),
             table.closing_sockets()
         ),
@@ -369,7 +369,7 @@ async fn child_without_a_bound() {
         LIMIT as usize - fds,
         "every free descriptor went to a closing socket"
     );
-    assert_eq!(t.port_reuse().closing_sockets(), held);
+    assert_eq!(t.reuse_table().closing_sockets(), held);
     let accept_error = match next_event(&mut t).await {
         TransportEvent::ListenerError { listener_id, error } => {
             assert_eq!(listener_id, id);

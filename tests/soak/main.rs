@@ -38,7 +38,7 @@ use std::{
 
 use futures::future::join_all;
 use libp2p::{Multiaddr, core::transport::ListenerId};
-use libp2p_reuseport::{Config, Fallback, PortOrigin, PortReuse};
+use libp2p_reuseport::{Config, Fallback, PortOrigin, ReuseTable};
 
 use crate::{
     driver::{Driven, drive},
@@ -61,7 +61,7 @@ impl Origins {
             PortOrigin::Accepted => &self.accepted,
             PortOrigin::Reused => &self.reused,
             PortOrigin::Ephemeral(Fallback::Busy) => &self.busy,
-            PortOrigin::Ephemeral(Fallback::Refused(_)) => &self.refused,
+            PortOrigin::Ephemeral(Fallback::KernelRefused(_)) => &self.refused,
             _ => &self.other,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -122,10 +122,10 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// The table's (listeners, open, accepted, closing, held sockets).
-fn state(table: &PortReuse) -> (usize, usize, usize, usize, usize) {
+fn state(table: &ReuseTable) -> (usize, usize, usize, usize, usize) {
     (
         table.listen_addrs().len(),
-        table.live_connections(),
+        table.dialed_connections(),
         table.accepted_connections(),
         table.closing_connections(),
         table.closing_sockets(),
@@ -134,7 +134,7 @@ fn state(table: &PortReuse) -> (usize, usize, usize, usize, usize) {
 
 /// Waits until both swarms have no connection, both tables hold only their two base listeners
 /// and nothing else, and `fds` descriptors are open (if given).
-async fn settled(nodes: &[Driven; 2], tables: &[PortReuse; 2], fds: Option<usize>) {
+async fn settled(nodes: &[Driven; 2], tables: &[ReuseTable; 2], fds: Option<usize>) {
     let started = Instant::now();
     loop {
         let connections = [nodes[0].connections().await, nodes[1].connections().await];

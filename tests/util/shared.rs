@@ -7,7 +7,9 @@ use libp2p_core::{
     Transport,
     transport::{ListenerId, TransportEvent},
 };
-use libp2p_reuseport::{Config, SharedListeners, SharedStats, SharedTransport, TcpStream};
+use libp2p_reuseport::{
+    Config, SharedConfig, SharedListeners, SharedStats, SharedTransport, TcpStream,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Event, ma, socket_addr, within};
@@ -33,6 +35,13 @@ pub fn set(config: Config) -> (SharedListeners, SharedTransport, SharedTransport
     let shared = SharedListeners::new(config);
     let (tcp, ws) = (shared.tcp(), shared.websocket());
     (shared, tcp, ws)
+}
+
+/// As [`set`], with the default `Config` and first-bytes settings `shared`.
+pub fn set_with(shared: SharedConfig) -> (SharedListeners, SharedTransport, SharedTransport) {
+    let set = SharedListeners::with_config(Config::new(), shared);
+    let (tcp, ws) = (set.tcp(), set.websocket());
+    (set, tcp, ws)
 }
 
 /// The next event of any transport.

@@ -12,7 +12,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     yamux,
 };
-use libp2p_reuseport::{Config, Identify, PortReuse, SharedListeners, TcpStream, Transport};
+use libp2p_reuseport::{Config, Identify, ReuseTable, SharedListeners, TcpStream, Transport};
 use libp2p_websocket as websocket;
 
 use super::{ma, within};
@@ -141,9 +141,9 @@ pub fn tls_pair() -> (websocket::tls::Config, websocket::tls::Config) {
 pub fn reuseport_observed(
     config: Config,
     on_connection: impl Fn(&TcpStream) + Send + Sync + 'static,
-) -> (Swarm<Behaviour>, PortReuse) {
+) -> (Swarm<Behaviour>, ReuseTable) {
     let transport = Transport::new(config);
-    let table = transport.port_reuse();
+    let table = transport.reuse_table();
     let on_connection = std::sync::Arc::new(on_connection);
     let swarm = build(|| {
         transport.map(move |stream, _| {

@@ -121,7 +121,7 @@ impl Node {
                     ours.listen_on(ListenerId::next(), loopback_any_port())
                         .expect("listen");
                 }
-                let addrs = ours.port_reuse().listen_addrs();
+                let addrs = ours.reuse_table().listen_addrs();
                 (Transport::Ours(ours), addrs)
             }
             Kind::Tcp => {
@@ -188,7 +188,7 @@ impl Node {
     /// How many live connections this crate's port-reuse table holds (`None` for the others).
     pub(crate) fn pairs_in_table(&self) -> Option<usize> {
         match &self.transport {
-            Transport::Ours(ours) => Some(ours.port_reuse().live_connections()),
+            Transport::Ours(ours) => Some(ours.reuse_table().dialed_connections()),
             _ => None,
         }
     }
@@ -212,7 +212,7 @@ impl Node {
             };
             dials.times.push(took);
             let failed_syscall = match conn.origin() {
-                Some(PortOrigin::Ephemeral(Fallback::Refused(_))) => true,
+                Some(PortOrigin::Ephemeral(Fallback::KernelRefused(_))) => true,
                 Some(_) => false,
                 None => self.which == Kind::Tcp && !self.left_from_a_listening_port(&conn),
             };
