@@ -102,8 +102,13 @@ run() {
     if "$@" >"$log" 2>&1; then
         results+=("ok      $label ($((SECONDS - started)) s)")
         echo "platforms: ok      $label ($((SECONDS - started)) s)"
-        # What the tests said, one line per test binary.
+        # What the tests said: one line per test binary, what did not run, and the sums.
         grep -E '^test result:|NOT RUN|SKIPPED' "$log" || true
+        if grep -q '^test result:' "$log"; then
+            awk '/^test result:/ { p += $4; f += $6; i += $8 }
+                 /NOT RUN under Wine/ { n++ }
+                 END { printf "platforms: %d tests passed (%d of them only said NOT RUN under Wine), %d failed, %d ignored\n", p, n, f, i }' "$log"
+        fi
     else
         results+=("FAILED  $label ($((SECONDS - started)) s)")
         echo "platforms: FAILED  $label ($((SECONDS - started)) s):"
