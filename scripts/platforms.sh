@@ -107,7 +107,7 @@ run() {
         if grep -q '^test result:' "$log"; then
             awk '/^test result:/ { p += $4; f += $6; i += $8 }
                  /NOT RUN under Wine/ { n++ }
-                 END { printf "platforms: %d tests passed (%d of them only said NOT RUN under Wine), %d failed, %d ignored\n", p, n, f, i }' "$log"
+                 END { printf "platforms: %d tests passed, %d failed, %d ignored; %d NOT RUN under Wine (a test, or the part of one, that needs a dial from a listening port)\n", p, f, i, n }' "$log"
         fi
     else
         results+=("FAILED  $label ($((SECONDS - started)) s)")
