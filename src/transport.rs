@@ -99,7 +99,7 @@ impl Transport {
     /// | `libp2p_reuseport_listener_errors_total` | counter | `ListenerError` events (failed accepts, a failed interface watcher) |
     /// | `libp2p_reuseport_rst_retries_total` | counter | SYNs sent again from a listening port right after the remote side refused one ([`Config::rst_retry_window`]) |
     /// | `libp2p_reuseport_listen_addresses` | gauge | listening addresses registered for port reuse ([`ReuseTable::listen_addrs`]) |
-    /// | `libp2p_reuseport_open_pairs` | gauge | open outbound connections from a listening port ([`ReuseTable::dialed_connections`]) |
+    /// | `libp2p_reuseport_dialed_connections` | gauge | open outbound connections from a listening port ([`ReuseTable::dialed_connections`]) |
     /// | `libp2p_reuseport_accepted_connections` | gauge | open inbound connections accepted by listeners registered for port reuse: a dial back to their remote from that listening address passes over the pair ([`ReuseTable::accepted_connections`]) |
     /// | `libp2p_reuseport_closing_connections` | gauge | dropped connections on a listening port, outbound or accepted, whose remote has not closed yet ([`ReuseTable::closing_connections`]) |
     /// | `libp2p_reuseport_closing_sockets` | gauge | those of them whose socket is kept open until the remote closes ([`ReuseTable::closing_sockets`]) |
@@ -108,6 +108,8 @@ impl Transport {
     /// | `libp2p_reuseport_tcp_segments_sent_total{direction=...}` | counter | Linux: segments the connections sent (`tcpi_segs_out`, retransmissions included), added at each sample |
     /// | `libp2p_reuseport_tcp_segments_received_total{direction=...}` | counter | Linux: segments the connections received (`tcpi_segs_in`), added at each sample |
     /// | `libp2p_reuseport_tcp_retransmitted_segments_total{direction=...}` | counter | Linux: segments the connections retransmitted (`tcpi_total_retrans`), added at each sample |
+    /// | `libp2p_reuseport_tcp_bytes_sent_total{direction=...}` | counter | Linux: bytes the connections sent that the remote acknowledged (`tcpi_bytes_acked`; a dialed connection's SYN counts one), added at each sample |
+    /// | `libp2p_reuseport_tcp_bytes_received_total{direction=...}` | counter | Linux: bytes the connections received (`tcpi_bytes_received`), added at each sample |
     ///
     /// The share of hole-punchable dials is
     /// `rate(libp2p_reuseport_dials_total{origin="reused"}[5m])` over

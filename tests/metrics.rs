@@ -47,6 +47,29 @@ mod with_feature {
         r#"rst_retries_total"#,
     ];
 
+    /// The rustdoc table of `Transport::register_metrics` is the one list of the series: every
+    /// family this platform registers is in it.
+    #[test]
+    fn every_series_is_in_the_documented_table() {
+        let table = include_str!("../src/transport.rs");
+        let mut registry = Registry::default();
+        Transport::default().register_metrics(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split(' ').next())
+            .collect();
+        assert!(families.len() >= SERIES.len() / 2, "{text}");
+        for family in families {
+            assert!(
+                table.contains(&format!("`{family}")),
+                "{family} is registered but not in the table of Transport::register_metrics"
+            );
+        }
+    }
+
     /// The per-connection series (histograms, and counters fed by TCP_INFO samples), which
     /// [`read`] leaves out: the lifetimes everywhere, the rest where TCP_INFO is sampled.
     const CONNECTION_SERIES: [&str; 7] = [
