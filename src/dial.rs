@@ -47,10 +47,7 @@ pub(crate) async fn dial(
         )));
     }
     // A configured SO_LINGER decides how the socket closes; do not hold it open after drop.
-    let on_drop = match config.linger {
-        None => OnDrop::AwaitRemoteClose,
-        Some(_) => OnDrop::Close,
-    };
+    let on_drop = OnDrop::for_linger(config.linger);
     let lease = match reuse {
         None => Err(Fallback::NotRequested),
         Some(Reuse { table, reaper }) => table

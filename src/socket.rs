@@ -14,12 +14,7 @@ use crate::{
 /// options of `role`, not bound yet. Options set here are inherited by the sockets a listener
 /// accepts.
 pub(crate) fn tcp(config: &Config, addr: SocketAddr, role: Role) -> io::Result<Socket> {
-    let socket = sys::tcp_socket(Domain::for_address(addr))?;
-    if addr.is_ipv6() {
-        // Without IPV6_V6ONLY an IPv6 wildcard listener would also take IPv4 connections and
-        // collide with an IPv4 listener on the same port.
-        socket.set_only_v6(true)?;
-    }
+    let socket = for_family(addr)?;
     if let Some(ttl) = config.ttl {
         if addr.is_ipv6() {
             socket.set_unicast_hops_v6(ttl)?;
@@ -48,10 +43,7 @@ pub(crate) fn ensure_unshared(addr: SocketAddr) -> io::Result<()> {
     if !PLATFORM.probes() {
         return Ok(());
     }
-    let probe = sys::tcp_socket(Domain::for_address(addr))?;
-    if addr.is_ipv6() {
-        probe.set_only_v6(true)?;
-    }
+    let probe = for_family(addr)?;
     sys::apply(&probe, PLATFORM.options(Role::Probe))?;
     match probe.bind(&addr.into()) {
         Ok(()) => Ok(()),
@@ -63,4 +55,15 @@ pub(crate) fn ensure_unshared(addr: SocketAddr) -> io::Result<()> {
         )),
         Err(e) => Err(e),
     }
+}
+
+/// A non-blocking TCP socket of `addr`'s family; IPv6 ones set `IPV6_V6ONLY`: without it an IPv6
+/// wildcard listener would also take IPv4 connections and collide with an IPv4 listener on the
+/// same port.
+fn for_family(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = sys::tcp_socket(Domain::for_address(addr))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
 }

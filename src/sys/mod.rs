@@ -204,11 +204,11 @@ impl Platform {
         match (self, step, error.kind()) {
             // Linux: EADDRNOTAVAIL from connect (the pair is in use), EADDRINUSE from bind (a
             // socket without SO_REUSEPORT holds the address). The BSDs: EADDRINUSE from
-            // connect. Both kinds on both, to be safe: neither means anything else here.
-            (Self::Linux | Self::Bsd | Self::NoReuse, _, AddrInUse | AddrNotAvailable) => true,
-            // Windows: WSAEADDRINUSE from bind or connect; WSAEACCES from bind when the
-            // sharing rules refuse the port (another account's socket, SO_EXCLUSIVEADDRUSE).
-            (Self::Windows, _, AddrInUse | AddrNotAvailable) => true,
+            // connect. Windows: WSAEADDRINUSE from bind or connect. Both kinds everywhere, to be
+            // safe: neither means anything else here.
+            (_, _, AddrInUse | AddrNotAvailable) => true,
+            // Windows: WSAEACCES from bind when the sharing rules refuse the port (another
+            // account's socket, SO_EXCLUSIVEADDRUSE).
             (Self::Windows, Step::Bind, PermissionDenied) => true,
             _ => false,
         }
