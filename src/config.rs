@@ -186,12 +186,19 @@ impl Config {
     /// listening port. A SYN that reaches the other side's NAT before that NAT has seen its own
     /// host's SYN finds no mapping, and many home routers answer it with a RST. A moment later
     /// the mapping exists and a new SYN from the same port passes: so the dial sends its next
-    /// SYN about a millisecond after the RST (0.5 to 1.5 ms, at random), which also reopens the
-    /// mapping in our own NAT that the RST closed, for the remote's SYN; 16 SYNs at most, until
-    /// the window has passed.
+    /// SYN 1 to 3 ms after the RST (at random, about 2 ms on average: tokio's timer counts whole
+    /// milliseconds), which also reopens the mapping in our own NAT that the RST closed, for the
+    /// remote's SYN; 16 SYNs at most, until the window has passed.
     /// Only dials from a listening port to a non-loopback address are retried (on loopback
     /// there is no NAT); a dial that still meets a RST then fails with `ConnectionRefused`.
-    /// A dial to a port where nothing listens therefore fails up to this much later.
+    ///
+    /// The cost: a dial to a port where nothing listens (a stale address) fails later and sends
+    /// more SYNs. With no round trip, 16 SYNs and about 32 ms instead of one SYN and 11 us;
+    /// across a WAN, one SYN per round trip plus 2 ms, until 16 SYNs or the window. The retry
+    /// applies to every dial from a listening port because the hole punch that needs it cannot
+    /// be told apart from other dials; the figures and the reasoning are in
+    /// `docs/performance.md` ("Refused dials"). A node that never punches holes can set
+    /// `Duration::ZERO`.
     pub fn rst_retry_window(mut self, value: Duration) -> Self {
         self.rst_retry_window = value;
         self

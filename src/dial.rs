@@ -98,7 +98,7 @@ const REFUSED_ATTEMPTS: u32 = 16;
 
 /// Connects from the listening address `local`, binding `bind` (`local`, or where the platform
 /// asks for it the unspecified address with `local`'s port). A refusal (`ECONNREFUSED`) from a non-loopback
-/// remote is answered with a new SYN from the same address about a millisecond later (see
+/// remote is answered with a new SYN from the same address about 2 ms later (see
 /// [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all and until the configured window has
 /// passed: in a hole punch the remote's NAT refuses SYNs that arrive before its own host's SYN
 /// has opened the mapping, and our next SYN both tries again and reopens our own NAT's mapping,
@@ -130,11 +130,13 @@ async fn connect_from_listening_port(
     }
 }
 
-/// The pause between a refusal and the next SYN: 0.5 to 1.5 ms, drawn at random. Long enough
-/// that 16 SYNs cover the skew between the two dials of a hole punch (their synchronisation is
-/// only as good as half a relayed round trip), short enough that a real WAN's round trip
-/// dominates; random, so that two peers whose NATs both refuse do not send in step and keep
-/// meeting each other's closed mapping.
+/// The pause between a refusal and the next SYN, asked of tokio's timer: 0.5 to 1.5 ms, drawn
+/// at random. The timer counts whole milliseconds and rounds a deadline up to its next tick, so
+/// the next SYN leaves 1 to 3 ms after the refusal, about 2 ms on average (the benchmark's row
+/// 11 measures it: `docs/performance.md`). Long enough that 16 SYNs cover the skew between the
+/// two dials of a hole punch (their synchronisation is only as good as half a relayed round
+/// trip), short enough that a real WAN's round trip dominates; random, so that two peers whose
+/// NATs both refuse do not send in step and keep meeting each other's closed mapping.
 fn refused_pause() -> Duration {
     // A new RandomState has fresh keys (random per process, then counted up): a hash of
     // nothing under them is a random number without a dependency.

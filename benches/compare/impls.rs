@@ -8,7 +8,11 @@
 //! [`Dialer::remote_concurrent`]). Its connections are not in this process, so the rows that
 //! need one here (6, throughput, and 7, accepts) leave its column empty.
 
-use std::{future::poll_fn, net::SocketAddr, pin::Pin};
+use std::{
+    future::poll_fn,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    pin::Pin,
+};
 
 use futures::{AsyncWriteExt as _, future::LocalBoxFuture};
 use libp2p_core::{
@@ -122,17 +126,22 @@ pub(crate) fn reuse() -> DialOpts {
 }
 
 pub(crate) fn loopback_any_port() -> Multiaddr {
-    "/ip4/127.0.0.1/tcp/0".parse().expect("valid")
+    ma(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
 }
 
-/// Starts a libp2p-tcp listener on 127.0.0.1 and returns its address. libp2p-tcp registers a
-/// specific address for reuse as it binds and queues the address as its first event.
+/// Starts a libp2p-tcp listener on 127.0.0.1 and returns its address.
 pub(crate) fn tcp_listen(tcp: &mut libp2p_tcp::tokio::Transport) -> SocketAddr {
-    tcp.listen_on(ListenerId::next(), loopback_any_port())
+    tcp_listen_on(tcp, Ipv4Addr::LOCALHOST.into())
+}
+
+/// Starts a libp2p-tcp listener on `ip` and returns its address. libp2p-tcp registers a
+/// specific address for reuse as it binds and queues the address as its first event.
+fn tcp_listen_on(tcp: &mut libp2p_tcp::tokio::Transport, ip: IpAddr) -> SocketAddr {
+    tcp.listen_on(ListenerId::next(), ma(SocketAddr::new(ip, 0)))
         .expect("listen");
     match futures::executor::block_on(poll_fn(|cx| Pin::new(&mut *tcp).poll(cx))) {
         TransportEvent::NewAddress { listen_addr, .. } => match listen_addr.iter().nth(1) {
-            Some(Protocol::Tcp(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
+            Some(Protocol::Tcp(port)) => SocketAddr::new(ip, port),
             _ => unreachable!("tcp address"),
         },
         _ => unreachable!("first event is the address"),
@@ -164,18 +173,29 @@ fn go_dials_elsewhere() -> std::io::Error {
 }
 
 impl Dialer {
+    /// A dialer listening on 127.0.0.1.
     pub(crate) fn new(which: Impl) -> Self {
+        Self::listening_on(
+            which,
+            Ipv4Addr::LOCALHOST.into(),
+            libp2p_reuseport::Config::new(),
+        )
+    }
+
+    /// A dialer listening on `ip` (go-libp2p's listens on 127.0.0.1 whatever `ip` is); this
+    /// crate's with `config`.
+    pub(crate) fn listening_on(which: Impl, ip: IpAddr, config: libp2p_reuseport::Config) -> Self {
         let (transport, listen_port) = match which {
             Impl::Ours => {
-                let mut ours = libp2p_reuseport::Transport::default();
-                ours.listen_on(ListenerId::next(), loopback_any_port())
+                let mut ours = libp2p_reuseport::Transport::new(config);
+                ours.listen_on(ListenerId::next(), ma(SocketAddr::new(ip, 0)))
                     .expect("listen");
                 let port = ours.reuse_table().listen_addrs()[0].port();
                 (DialerTransport::Ours(ours), port)
             }
             Impl::Tcp => {
                 let mut tcp = libp2p_tcp::tokio::Transport::new(libp2p_tcp::Config::new());
-                let port = tcp_listen(&mut tcp).port();
+                let port = tcp_listen_on(&mut tcp, ip).port();
                 (DialerTransport::Tcp(tcp), port)
             }
             Impl::Raw => (DialerTransport::Raw, 0),

@@ -9,21 +9,23 @@
 //! ```
 //!
 //! Prints a table with the ratios (ours / libp2p-tcp, ours / raw, ours / go-libp2p) and writes
-//! the same figures as JSON to `target/bench-compare.json` (or the path in `BENCH_JSON`). Every
-//! dialer listens on its own port and reuses it where it can (`PortUse::Reuse`); raw tokio dials
-//! from ephemeral ports (`TcpStream::connect`, then `TCP_NODELAY`, as the transports set it).
+//! the same figures as JSON to `bench-compare.json` in cargo's target directory (or the path in
+//! `BENCH_JSON`). Every dialer listens on its own port and reuses it where it can
+//! (`PortUse::Reuse`); raw tokio dials from ephemeral ports (`TcpStream::connect`, then `TCP_NODELAY`, as the transports set it).
 //! go-libp2p's column needs Go on PATH (the program is built with `go build`); without it the
 //! column is empty and the run says why, first and last.
 //!
 //! The modules: `impls` (the implementations under test, one column each), `go` (the Go program
 //! that dials with go-libp2p), `servers` (the raw tokio echo servers they dial), `workloads`
 //! (what each row runs), `shared` (row 10: accepting on a shared listener), `samples` (what a
-//! row's dials came to), `report` (the table and the JSON), `scale` (the rows with 10,000
+//! row's dials came to), `refused` (row 11: dials to a closed port), `report` (the table and the
+//! JSON), `scale` (the rows with 10,000
 //! connections and 1,000 listeners, which run child processes of this binary). This file runs
 //! the rows in order.
 
 mod go;
 mod impls;
+mod refused;
 mod report;
 mod samples;
 mod scale;
@@ -272,8 +274,26 @@ fn main() {
         true,
     );
 
+    eprintln!("row 11: dials to a closed port on a local, non-loopback address");
+    refused::rows(&rt, &mut report, scale(10, 2), scale(20, 5));
+
     scale::rows(&mut report, quick);
     finish(&report);
+}
+
+/// Cargo's target directory, wherever `CARGO_TARGET_DIR` or the configuration put it: this
+/// binary runs from its `<profile>/deps` (`<target>/<profile>/deps`, or under the triple's
+/// directory when cross-compiled). The manifest's `target` if the binary was moved elsewhere.
+fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().ok();
+    let deps = exe.as_deref().and_then(std::path::Path::parent);
+    match deps
+        .filter(|d| d.ends_with("deps"))
+        .and_then(|d| d.parent()?.parent())
+    {
+        Some(target) => target.to_path_buf(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+    }
 }
 
 /// Prints the table and writes the JSON.
@@ -284,7 +304,10 @@ fn finish(report: &Report) {
     println!("{table}");
     not_measured(|line| println!("{line}"));
     let path = std::env::var("BENCH_JSON").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-compare.json").to_string()
+        target_dir()
+            .join("bench-compare.json")
+            .to_string_lossy()
+            .into_owned()
     });
     match std::fs::write(&path, report.json(&machine)) {
         Ok(()) => println!("figures written to {path}"),

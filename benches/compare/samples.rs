@@ -46,12 +46,7 @@ impl Samples {
     }
 
     pub(crate) fn pct(&mut self, p: f64) -> f64 {
-        let times = self.sorted();
-        if times.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((times.len() - 1) as f64 * p).round() as usize;
-        times[i].as_secs_f64() * 1e6
+        percentile(&mut self.times, p)
     }
 
     pub(crate) fn max(&mut self) -> f64 {
@@ -81,6 +76,16 @@ impl Samples {
             _ => {}
         }
     }
+}
+
+/// The `p` quantile of `times` (0 to 1) in microseconds; NaN if empty.
+pub(crate) fn percentile(times: &mut [Duration], p: f64) -> f64 {
+    times.sort();
+    if times.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((times.len() - 1) as f64 * p).round() as usize;
+    times[i].as_secs_f64() * 1e6
 }
 
 /// The median of `times` in microseconds; NaN if empty.
