@@ -6,6 +6,7 @@
 //! cargo bench --bench compare                  # the full run, about three minutes
 //! cargo bench --bench compare -- --quick       # fewer rounds, for a smoke test
 //! cargo bench --bench compare -- --scale-only  # only the scale rows (module `scale`)
+//! cargo bench --bench compare -- --row 6 --row 7  # only those rows (`--row S`: the scale rows)
 //! ```
 //!
 //! Prints a table with the ratios (ours / libp2p-tcp, ours / raw, ours / go-libp2p) and writes
@@ -69,215 +70,274 @@ fn main() {
         scale::rows(&mut report, quick);
         return finish(&report);
     }
+    // `--row N` (repeatable) runs only those rows (row 4 is 4a and 4b); the scale rows only
+    // without it or with `--row S`.
+    let args: Vec<String> = std::env::args().collect();
+    let rows: Vec<&str> = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--row")
+        .map(|pair| pair[1].as_str())
+        .collect();
+    let wanted = |row: &str| rows.is_empty() || rows.contains(&row);
     let rt = current_thread();
     not_measured(|line| eprintln!("{line}"));
 
-    eprintln!("row 1: sequential dials, server closes first");
-    let mut s = rt.block_on(workloads::sequential(
-        Close::ServerFirst,
-        scale(10, 2),
-        scale(300, 50),
-    ));
-    let row = "1 seq dial+echo, server closes first";
-    report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
-    report.add(
-        row,
-        "cycle p50 us (dial+echo+close)",
-        s.each_mut().map(|s| p50(&mut s.cycle_times)),
-        true,
-    );
-    report.add(row, "p99 us", s.each_mut().map(|s| s.pct(0.99)), true);
-
-    eprintln!("row 2: sequential dials, client closes first");
-    let mut s = rt.block_on(workloads::sequential(
-        Close::ClientFirst,
-        scale(10, 2),
-        scale(300, 50),
-    ));
-    let row = "2 seq dial+echo, client closes first";
-    report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
-    report.add(row, "p99 us", s.each_mut().map(|s| s.pct(0.99)), true);
-    report.add(row, "max us", s.each_mut().map(|s| s.max()), true);
-    report.add(
-        row,
-        "cycle p50 us (dial+echo+close)",
-        s.each_mut().map(|s| p50(&mut s.cycle_times)),
-        true,
-    );
-    report.add(
-        row,
-        "p50 us, reused dials",
-        s.each_mut().map(|s| p50(&mut s.reused_times)),
-        false,
-    );
-    report.add(
-        row,
-        "p50 us, other dials",
-        s.each_mut().map(|s| p50(&mut s.other_times)),
-        false,
-    );
-    report.outcomes(row, &s);
-
-    eprintln!("row 3: redials while the remote holds the old connection 300 ms");
-    let (mut s, resets) = rt.block_on(workloads::redial_while_held(
-        scale(100, 20),
-        Duration::from_millis(300),
-    ));
-    let row = "3 redial, remote holds old conn 300 ms";
-    report.add(row, "dial p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
-    report.add(row, "dial max us", s.each_mut().map(|s| s.max()), true);
-    report.add(row, "remote conns reset", resets, false);
-    report.outcomes(row, &s);
-
-    for (listeners, label) in [
-        (1, "4a 200 concurrent dials, 1 listener"),
-        (200, "4b 200 concurrent dials, 200 listeners"),
-    ] {
-        eprintln!("row {label}");
-        let mut results = rt.block_on(workloads::concurrent(listeners, scale(5, 2)));
+    if wanted("1") {
+        eprintln!("row 1: sequential dials, server closes first");
+        let mut s = rt.block_on(workloads::sequential(
+            Close::ServerFirst,
+            scale(10, 2),
+            scale(300, 50),
+        ));
+        let row = "1 seq dial+echo, server closes first";
+        report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
         report.add(
-            label,
-            "wall ms (median)",
-            results.each_mut().map(|(_, w)| median(w)),
+            row,
+            "cycle p50 us (dial+echo+close)",
+            s.each_mut().map(|s| p50(&mut s.cycle_times)),
             true,
         );
-        let samples: [Samples; N] = results.map(|(samples, _)| samples);
+        report.add(row, "p99 us", s.each_mut().map(|s| s.pct(0.99)), true);
+    }
+
+    if wanted("2") {
+        eprintln!("row 2: sequential dials, client closes first");
+        let mut s = rt.block_on(workloads::sequential(
+            Close::ClientFirst,
+            scale(10, 2),
+            scale(300, 50),
+        ));
+        let row = "2 seq dial+echo, client closes first";
+        report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
+        report.add(row, "p99 us", s.each_mut().map(|s| s.pct(0.99)), true);
+        report.add(row, "max us", s.each_mut().map(|s| s.max()), true);
         report.add(
-            label,
-            "reused (all rounds)",
-            samples.each_ref().map(|s| s.reused as f64),
+            row,
+            "cycle p50 us (dial+echo+close)",
+            s.each_mut().map(|s| p50(&mut s.cycle_times)),
+            true,
+        );
+        report.add(
+            row,
+            "p50 us, reused dials",
+            s.each_mut().map(|s| p50(&mut s.reused_times)),
             false,
         );
-        report.outcomes(label, &samples);
-    }
-
-    eprintln!("row 5: client-first redials on a 2-worker runtime");
-    let mt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (mut s, walls) = mt.block_on(workloads::redials(scale(5000, 500)));
-    let row = "5 client-first redials, 2 workers";
-    report.add(
-        row,
-        "dials > 100 ms",
-        s.each_ref().map(|s| {
-            s.times
-                .iter()
-                .filter(|t| **t > Duration::from_millis(100))
-                .count() as f64
-        }),
-        false,
-    );
-    report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
-    report.add(row, "max us", s.each_mut().map(|s| s.max()), true);
-    report.add(
-        row,
-        "total wall ms",
-        walls.map(|w| w.as_secs_f64() * 1e3),
-        true,
-    );
-    report.outcomes(row, &s);
-
-    eprintln!("row 6: throughput");
-    let total = scale(256, 64) * 1024 * 1024;
-    let mut mibs: [Vec<f64>; N] = Default::default();
-    for round in 0..scale(15, 2) {
-        for i in order(round) {
-            mibs[i].push(rt.block_on(workloads::throughput(IMPLS[i], total)));
-        }
-    }
-    report.add(
-        "6 one connection, 64 KiB writes",
-        "MiB/s (median)",
-        mibs.each_mut().map(|m| median(m)),
-        true,
-    );
-
-    eprintln!("row 7: accept rate");
-    let mut rates: [Vec<f64>; N] = Default::default();
-    for round in 0..scale(7, 2) {
-        for i in order(round) {
-            rates[i].push(rt.block_on(workloads::accept_rate(IMPLS[i], scale(2000, 400))));
-        }
-    }
-    report.add(
-        "7 accept, 2 dialing tasks",
-        "conns/s (median)",
-        rates.each_mut().map(|r| median(r)),
-        true,
-    );
-
-    eprintln!("row 8: source selection");
-    let decisions = scale(1_000_000, 100_000);
-    let mut per_size = Vec::new();
-    for n in [1, 100, 10_000] {
-        let best = workloads::source_choice(n, decisions);
-        per_size.push(best);
         report.add(
-            &format!("8 source choice, {n} addresses"),
-            "ns/decision",
-            only(&[(Impl::Ours, best)]),
+            row,
+            "p50 us, other dials",
+            s.each_mut().map(|s| p50(&mut s.other_times)),
+            false,
+        );
+        report.outcomes(row, &s);
+    }
+
+    if wanted("3") {
+        eprintln!("row 3: redials while the remote holds the old connection 300 ms");
+        let (mut s, resets) = rt.block_on(workloads::redial_while_held(
+            scale(100, 20),
+            Duration::from_millis(300),
+        ));
+        let row = "3 redial, remote holds old conn 300 ms";
+        report.add(row, "dial p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
+        report.add(row, "dial max us", s.each_mut().map(|s| s.max()), true);
+        report.add(row, "remote conns reset", resets, false);
+        report.outcomes(row, &s);
+    }
+
+    if wanted("4") {
+        for (listeners, label) in [
+            (1, "4a 200 concurrent dials, 1 listener"),
+            (200, "4b 200 concurrent dials, 200 listeners"),
+        ] {
+            eprintln!("row {label}");
+            let mut results = rt.block_on(workloads::concurrent(listeners, scale(5, 2)));
+            report.add(
+                label,
+                "wall ms (median)",
+                results.each_mut().map(|(_, w)| median(w)),
+                true,
+            );
+            let samples: [Samples; N] = results.map(|(samples, _)| samples);
+            report.add(
+                label,
+                "reused (all rounds)",
+                samples.each_ref().map(|s| s.reused as f64),
+                false,
+            );
+            report.outcomes(label, &samples);
+        }
+    }
+
+    if wanted("5") {
+        eprintln!("row 5: client-first redials on a 2-worker runtime");
+        let mt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (mut s, walls) = mt.block_on(workloads::redials(scale(5000, 500)));
+        let row = "5 client-first redials, 2 workers";
+        report.add(
+            row,
+            "dials > 100 ms",
+            s.each_ref().map(|s| {
+                s.times
+                    .iter()
+                    .filter(|t| **t > Duration::from_millis(100))
+                    .count() as f64
+            }),
+            false,
+        );
+        report.add(row, "p50 us", s.each_mut().map(|s| s.pct(0.5)), true);
+        report.add(row, "max us", s.each_mut().map(|s| s.max()), true);
+        report.add(
+            row,
+            "total wall ms",
+            walls.map(|w| w.as_secs_f64() * 1e3),
+            true,
+        );
+        report.outcomes(row, &s);
+    }
+
+    if wanted("6") {
+        eprintln!("row 6: throughput");
+        let total = scale(256, 64) * 1024 * 1024;
+        let mut mibs: [Vec<f64>; N] = Default::default();
+        // A first, uncounted round warms the allocator and the page cache up.
+        for round in 0..=scale(31, 2) {
+            for i in order(round) {
+                let rate = rt.block_on(workloads::throughput(IMPLS[i], total));
+                if round > 0 {
+                    mibs[i].push(rate);
+                }
+            }
+        }
+        let row = "6 one connection, 64 KiB writes";
+        // The ratio of each round's figures, which ran a moment apart, cancels the drift of a
+        // shared machine that the ratio of the medians keeps.
+        let paired = |other: Impl| {
+            let [ours, other] = [Impl::Ours, other]
+                .map(|w| &mibs[IMPLS.iter().position(|i| *i == w).expect("a column")]);
+            let mut ratios: Vec<f64> = ours.iter().zip(other).map(|(o, x)| o / x).collect();
+            100.0 * median(&mut ratios)
+        };
+        let (over_tcp, over_raw) = (paired(Impl::Tcp), paired(Impl::Raw));
+        report.add(
+            row,
+            "MiB/s (median)",
+            mibs.each_mut().map(|m| median(m)),
+            true,
+        );
+        report.add(
+            row,
+            "ours, % of libp2p-tcp (median of the rounds' ratios)",
+            only(&[(Impl::Ours, over_tcp)]),
+            false,
+        );
+        report.add(
+            row,
+            "ours, % of raw (median of the rounds' ratios)",
+            only(&[(Impl::Ours, over_raw)]),
             false,
         );
     }
-    report.add(
-        "8 source choice",
-        "10,000 / 1 addresses",
-        only(&[(Impl::Ours, per_size[2] / per_size[0])]),
-        false,
-    );
 
-    eprintln!("row 9: the system calls a reusing dial adds");
-    let (plain, reusing) = workloads::bind_floor(scale(20_000, 2_000));
-    report.add(
-        "9 socket+close, plain vs +SO_REUSEPORT+bind to a listening port",
-        "us per socket",
-        only(&[(Impl::Ours, reusing), (Impl::Raw, plain)]),
-        true,
-    );
+    if wanted("7") {
+        eprintln!("row 7: accept rate");
+        let mut rates: [Vec<f64>; N] = Default::default();
+        for round in 0..scale(7, 2) {
+            for i in order(round) {
+                rates[i].push(rt.block_on(workloads::accept_rate(IMPLS[i], scale(2000, 400))));
+            }
+        }
+        report.add(
+            "7 accept, 2 dialing tasks",
+            "conns/s (median)",
+            rates.each_mut().map(|r| median(r)),
+            true,
+        );
+    }
 
-    eprintln!("row 10: accepting on a shared listener (TCP and WebSocket on one socket)");
-    let ([shared, plain, raw], [shared_us, plain_us, raw_us]) =
-        rt.block_on(shared::costs(scale(7, 2), scale(2000, 400)));
-    let row = "10 accept, client sends first bytes, 2 dialing tasks";
-    report.add(
-        row,
-        "conns/s (median), shared listener",
-        only(&[(Impl::Ours, shared), (Impl::Raw, raw)]),
-        true,
-    );
-    report.add(
-        row,
-        "conns/s (median), plain listener",
-        only(&[(Impl::Ours, plain), (Impl::Raw, raw)]),
-        true,
-    );
-    report.add(
-        row,
-        "us per accept, shared minus plain",
-        only(&[(Impl::Ours, 1e6 / shared - 1e6 / plain)]),
-        false,
-    );
-    let row = "10 one at a time, connect until accepted";
-    report.add(
-        row,
-        "p50 us, shared listener",
-        only(&[(Impl::Ours, shared_us), (Impl::Raw, raw_us)]),
-        true,
-    );
-    report.add(
-        row,
-        "p50 us, plain listener",
-        only(&[(Impl::Ours, plain_us), (Impl::Raw, raw_us)]),
-        true,
-    );
+    if wanted("8") {
+        eprintln!("row 8: source selection");
+        let decisions = scale(1_000_000, 100_000);
+        let mut per_size = Vec::new();
+        for n in [1, 100, 10_000] {
+            let best = workloads::source_choice(n, decisions);
+            per_size.push(best);
+            report.add(
+                &format!("8 source choice, {n} addresses"),
+                "ns/decision",
+                only(&[(Impl::Ours, best)]),
+                false,
+            );
+        }
+        report.add(
+            "8 source choice",
+            "10,000 / 1 addresses",
+            only(&[(Impl::Ours, per_size[2] / per_size[0])]),
+            false,
+        );
+    }
 
-    eprintln!("row 11: dials to a closed port on a local, non-loopback address");
-    refused::rows(&rt, &mut report, scale(10, 2), scale(20, 5));
+    if wanted("9") {
+        eprintln!("row 9: the system calls a reusing dial adds");
+        let (plain, reusing) = workloads::bind_floor(scale(20_000, 2_000));
+        report.add(
+            "9 socket+close, plain vs +SO_REUSEPORT+bind to a listening port",
+            "us per socket",
+            only(&[(Impl::Ours, reusing), (Impl::Raw, plain)]),
+            true,
+        );
+    }
 
-    scale::rows(&mut report, quick);
+    if wanted("10") {
+        eprintln!("row 10: accepting on a shared listener (TCP and WebSocket on one socket)");
+        let ([shared, plain, raw], [shared_us, plain_us, raw_us]) =
+            rt.block_on(shared::costs(scale(7, 2), scale(2000, 400)));
+        let row = "10 accept, client sends first bytes, 2 dialing tasks";
+        report.add(
+            row,
+            "conns/s (median), shared listener",
+            only(&[(Impl::Ours, shared), (Impl::Raw, raw)]),
+            true,
+        );
+        report.add(
+            row,
+            "conns/s (median), plain listener",
+            only(&[(Impl::Ours, plain), (Impl::Raw, raw)]),
+            true,
+        );
+        report.add(
+            row,
+            "us per accept, shared minus plain",
+            only(&[(Impl::Ours, 1e6 / shared - 1e6 / plain)]),
+            false,
+        );
+        let row = "10 one at a time, connect until accepted";
+        report.add(
+            row,
+            "p50 us, shared listener",
+            only(&[(Impl::Ours, shared_us), (Impl::Raw, raw_us)]),
+            true,
+        );
+        report.add(
+            row,
+            "p50 us, plain listener",
+            only(&[(Impl::Ours, plain_us), (Impl::Raw, raw_us)]),
+            true,
+        );
+    }
+
+    if wanted("11") {
+        eprintln!("row 11: dials to a closed port on a local, non-loopback address");
+        refused::rows(&rt, &mut report, scale(10, 2), scale(20, 5));
+    }
+
+    if wanted("S") {
+        scale::rows(&mut report, quick);
+    }
     finish(&report);
 }
 
