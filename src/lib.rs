@@ -46,6 +46,14 @@
 //!   destination: a route lookup, no packet is sent. A listener on another local IP is never
 //!   used (its packets would leave through the wrong interface or be dropped by reverse-path
 //!   filters).
+//! - On Linux, where the kernel routes from an IPv6 temporary ("privacy") address, a dial from
+//!   a listening port leaves from the stable address of the same interface and prefix instead:
+//!   the kernel replaces temporary addresses every day or so, and the address peers learned (a
+//!   relay's observation of a connection made before the change) must stay the one the port's
+//!   dials leave from, or a stateful firewall drops the other side of a hole punch. Dials from
+//!   ephemeral ports keep the kernel's choice. Listen on the wildcard address or on the stable
+//!   one: a listener bound to a temporary address itself is not chosen while a stable address
+//!   exists.
 //! - Within a column, the listener registered first wins, every time: the choice is stable, so
 //!   the address peers observe is stable.
 //! - A candidate whose (local, remote) pair is held by one of our connections (dialed, or
@@ -55,8 +63,8 @@
 //!   `connect`), the dial is retried once from an ephemeral port ([`Fallback::KernelRefused`]).
 //!   Timeouts and unreachable networks are returned as they are, never retried.
 //! - A dial from a listening port that the remote side refuses with a RST, as a NAT that has not
-//!   opened yet does in a hole punch, sends its next SYN from the same port about a millisecond
-//!   later: see [`Config::rst_retry_window`] (250 ms, at most 16 SYNs). The `metrics`
+//!   opened yet does in a hole punch, sends its next SYN from the same port about 2 ms later:
+//!   see [`Config::rst_retry_window`] (250 ms, at most 16 SYNs). The `metrics`
 //!   feature counts these SYNs (`rst_retries_total`).
 //! - `PortUse::New`: an ephemeral port, no `SO_REUSEPORT`.
 //!

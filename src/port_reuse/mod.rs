@@ -26,7 +26,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{origin::Fallback, route};
+use crate::{origin::Fallback, route, sys};
 
 pub(crate) use self::guards::{Lease, Registration};
 use self::table::{Pair, Table};
@@ -197,7 +197,8 @@ impl ReuseTable {
     }
 
     /// The IP a dial to `remote` leaves from when a wildcard listener serves it: the loopback IP
-    /// for a loopback `remote`, else the IP `route` says the kernel would use. `route` runs only
+    /// for a loopback `remote`, else the IP `route` says the kernel would use, or on Linux the
+    /// stable address an IPv6 temporary one stands for (`sys::dial_source`). `route` runs only
     /// when a listener of the family exists, and without the table's lock held.
     pub(crate) fn source_ip(
         &self,
@@ -213,7 +214,7 @@ impl ReuseTable {
         match remote.ip() {
             IpAddr::V4(ip) if ip.is_loopback() => Ok(Ipv4Addr::LOCALHOST.into()),
             IpAddr::V6(ip) if ip.is_loopback() => Ok(Ipv6Addr::LOCALHOST.into()),
-            _ => route(remote).map_err(|error| {
+            _ => route(remote).map(sys::dial_source).map_err(|error| {
                 tracing::debug!(%remote, %error, "route lookup failed");
                 Fallback::NoRoute
             }),

@@ -12,6 +12,8 @@
 //!
 //! - `tcp_info.rs`, with the `metrics` feature: the TCP_INFO figures the metrics sample and
 //!   where they come from; `sock_diag.rs` reads them on Linux.
+//! - `temporary.rs`, Linux: the stable address a dial from a listening port uses in place of an
+//!   IPv6 temporary address ([`dial_source`]).
 //!
 //! The conditions are named once in `build.rs` (`linux_like`, `reuseport`, `sock_nonblock`,
 //! `tcp_info`).
@@ -41,6 +43,9 @@ pub(crate) mod tcp_info;
 // The Linux source of TCP_INFO (see tcp_info.rs for the other platforms).
 #[cfg(tcp_info)]
 mod sock_diag;
+// IPv6 temporary addresses, read from /proc (see `dial_source`).
+#[cfg(target_os = "linux")]
+mod temporary;
 
 use std::{
     io,
@@ -213,6 +218,25 @@ impl Platform {
             _ => false,
         }
     }
+}
+
+/// The IP a dial from a listening port leaves from, given the one the kernel's routing picked
+/// for the remote. On Linux an IPv6 temporary ("privacy") address, which the kernel prefers for
+/// new connections and replaces every day or so, gives way to the stable address of its
+/// interface and prefix: the address peers learn of a listening port must stay the one its
+/// dials leave from (see `temporary.rs`). Elsewhere, and for every other address, the kernel's
+/// pick: macOS, iOS, Windows and Android prefer temporary addresses as well, and this crate
+/// cannot read their flags there (Android denies apps `/proc/net`; the others need unsafe
+/// calls or a crate that wraps them).
+pub(crate) fn dial_source(routed: IpAddr) -> IpAddr {
+    #[cfg(target_os = "linux")]
+    if let IpAddr::V6(ip) = routed
+        && let Some(stable) = temporary::stable_counterpart(ip)
+    {
+        tracing::trace!(temporary = %ip, %stable, "dialing from the stable address");
+        return stable.into();
+    }
+    routed
 }
 
 /// The local addresses of the listening sockets of one family in this network namespace, or

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     bed::{Bed, Rules, TwoNats, Uplink, Wan},
-    net::Net,
+    net::{self, Net},
     proc::{Proc, field},
     zoo,
 };
@@ -33,13 +33,14 @@ pub fn run(options: &Options) -> ExitCode {
     let cells = options.cells.clone();
     let wans = options.wans.clone();
     let zoo_scenario = move || zoo_table(runs, &cells, &wans);
-    let all: [(&str, Scenario); 7] = [
+    let all: [(&str, Scenario); 8] = [
         ("delayline", Box::new(delay_line_accuracy)),
         ("observed", Box::new(observed_address)),
         ("multihomed", Box::new(multihomed)),
         ("redial", Box::new(redial)),
         ("ifchange", Box::new(interface_changes)),
         ("refused", Box::new(rst_retries)),
+        ("temporary", Box::new(temporary_addresses)),
         ("zoo", Box::new(zoo_scenario)),
     ];
     let wanted = &options.scenarios;
@@ -207,6 +208,147 @@ fn multihomed() -> Vec<String> {
         ));
     }
     report
+}
+
+/// The output of `ip -n <ns> <args>`.
+fn ip_output(ns: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .expect("ip runs");
+    assert!(output.status.success(), "ip -n {ns} {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The IPv6 temporary addresses of `dev` in `ns`, newest first.
+fn temporary(ns: &str, dev: &str) -> Vec<String> {
+    ip_output(ns, &["-6", "-o", "addr", "show", "dev", dev, "temporary"])
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The source address the kernel picks for a connection from `ns` to `remote`.
+fn kernel_source(ns: &str, remote: &str) -> String {
+    let route = ip_output(ns, &["-6", "route", "get", remote]);
+    let mut words = route.split_whitespace();
+    words.find(|w| *w == "src");
+    words.next().expect("a source address").to_string()
+}
+
+/// IPv6 temporary ("privacy") addresses: the kernel prefers a temporary address as the source
+/// of new connections and replaces it every day or so; a dial from a wildcard listener leaves
+/// from the interface's stable address, before and after the rotation, so that the address
+/// peers learned stays the one it dials from. The control: a dial from an ephemeral port leaves
+/// from the kernel's pick, the newest temporary address.
+fn temporary_addresses() -> Vec<String> {
+    let mut net = Net::new();
+    let x = net.ns("x");
+    let y = net.ns("y");
+    net.link(&x, "eth0", &y, "eth0");
+    net.sysctl(&x, "net.ipv6.conf.eth0.use_tempaddr=2");
+    net.sysctl(&x, "net.ipv6.conf.eth0.accept_dad=0");
+    const STABLE: &str = "2001:db8:7::1";
+    // With `mngtmpaddr` and use_tempaddr=2 the kernel makes a temporary address in the prefix,
+    // as it does for an address from a router advertisement.
+    net::run(
+        "ip",
+        &[
+            "-n",
+            &x,
+            "addr",
+            "add",
+            "2001:db8:7::1/64",
+            "dev",
+            "eth0",
+            "mngtmpaddr",
+            "nodad",
+        ],
+    );
+    net.addr(&y, "eth0", "2001:db8:7::2/64");
+    let first = wait_for(|| temporary(&x, "eth0").first().cloned());
+    let mut peer = node(&y, "y");
+    ask(&mut peer, "listen /ip6/2001:db8:7::2/tcp/5000", "LISTEN");
+    ask(&mut peer, "listen /ip6/2001:db8:7::2/tcp/5001", "LISTEN");
+    let mut host = node(&x, "x");
+    ask(&mut host, "listen /ip6/::/tcp/4001", "LISTEN");
+
+    let mut report = Vec::new();
+    // A port of the peer per round: the first round's connections stay open.
+    for (round, remote) in [
+        ("first temporary address", "[2001:db8:7::2]:5000"),
+        ("after a rotation", "[2001:db8:7::2]:5001"),
+    ] {
+        let preferred = kernel_source(&x, "2001:db8:7::2");
+        assert!(
+            temporary(&x, "eth0").contains(&preferred),
+            "the kernel prefers a temporary address: {preferred}"
+        );
+        let dialed = ask(&mut host, &format!("dial {remote} reuse"), "DIAL");
+        assert_eq!(field(&dialed, "origin"), "Reused", "{dialed}");
+        let from = field(&peer.expect("INCOMING", T), "from").to_string();
+        assert_eq!(from, format!("[{STABLE}]:4001"), "{round}");
+        let dialed = ask(&mut host, &format!("dial {remote} new"), "DIAL");
+        let fresh = field(&peer.expect("INCOMING", T), "from").to_string();
+        assert!(
+            fresh.starts_with(&format!("[{preferred}]:")),
+            "{round}: an ephemeral dial from {fresh}, the kernel prefers {preferred}: {dialed}"
+        );
+        report.push(format!(
+            "{round}: the kernel prefers {preferred}; the dial from the listening port came \
+             from {from}, the ephemeral one from {fresh}"
+        ));
+        // Rotate: the temporary address is deprecated and the kernel makes the next one.
+        let old = temporary(&x, "eth0");
+        let current = format!("{preferred}/64");
+        net::run(
+            "ip",
+            &[
+                "-n",
+                &x,
+                "addr",
+                "change",
+                &current,
+                "dev",
+                "eth0",
+                "preferred_lft",
+                "0",
+                "valid_lft",
+                "600",
+            ],
+        );
+        net::run(
+            "ip",
+            &[
+                "-n",
+                &x,
+                "addr",
+                "change",
+                "2001:db8:7::1/64",
+                "dev",
+                "eth0",
+                "mngtmpaddr",
+            ],
+        );
+        wait_for(|| temporary(&x, "eth0").into_iter().find(|t| !old.contains(t)));
+    }
+    assert_ne!(kernel_source(&x, "2001:db8:7::2"), first, "rotated");
+    report
+}
+
+/// Polls `f` every 50 ms until it gives a value, for at most 5 s.
+fn wait_for<V>(mut f: impl FnMut() -> Option<V>) -> V {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Two hosts on one link.
