@@ -179,18 +179,21 @@ impl Config {
 
 impl Config {
     /// How long a dial that left from a listening port keeps trying again from the same port when
-    /// the remote side refuses it (a RST: `ECONNREFUSED`). Default: 250 ms. `Duration::ZERO`
-    /// returns the refusal at once.
+    /// the remote side refuses it: a RST (`ECONNREFUSED`), or an ICMP "destination unreachable"
+    /// from a firewall ("administratively prohibited": `EACCES` over IPv6, `EHOSTUNREACH` over
+    /// IPv4 on Linux; "host unreachable"). Default: 250 ms. `Duration::ZERO` returns the
+    /// refusal at once.
     ///
     /// In a hole punch (DCUtR) both peers dial each other at about the same time, each from its
     /// listening port. A SYN that reaches the other side's NAT before that NAT has seen its own
-    /// host's SYN finds no mapping, and many home routers answer it with a RST. A moment later
+    /// host's SYN finds no mapping, and many home routers answer it with a RST (IPv6 firewalls
+    /// also with an ICMP rejection, which ends the dial as surely). A moment later
     /// the mapping exists and a new SYN from the same port passes: so the dial sends its next
     /// SYN 1 to 3 ms after the RST (at random, about 2 ms on average: tokio's timer counts whole
     /// milliseconds), which also reopens the mapping in our own NAT that the RST closed, for the
     /// remote's SYN; 16 SYNs at most, until the window has passed.
     /// Only dials from a listening port to a non-loopback address are retried (on loopback
-    /// there is no NAT); a dial that still meets a RST then fails with `ConnectionRefused`.
+    /// there is no NAT); a dial still refused then fails with the last refusal's error.
     ///
     /// The cost: a dial to a port where nothing listens (a stale address) fails later and sends
     /// more SYNs. With no round trip, 16 SYNs and about 32 ms instead of one SYN and 11 us;

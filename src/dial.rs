@@ -97,12 +97,13 @@ pub(crate) async fn dial(
 const REFUSED_ATTEMPTS: u32 = 16;
 
 /// Connects from the listening address `local`, binding `bind` (`local`, or where the platform
-/// asks for it the unspecified address with `local`'s port). A refusal (`ECONNREFUSED`) from a non-loopback
-/// remote is answered with a new SYN from the same address about 2 ms later (see
-/// [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all and until the configured window has
-/// passed: in a hole punch the remote's NAT refuses SYNs that arrive before its own host's SYN
-/// has opened the mapping, and our next SYN both tries again and reopens our own NAT's mapping,
-/// which the refusal closed, for the remote's SYN (see [`Config::rst_retry_window`]).
+/// asks for it the unspecified address with `local`'s port). A refusal from a non-loopback
+/// remote (a RST or an ICMP rejection: [`refused_for_now`]) is answered with a new SYN from the
+/// same address about 2 ms later (see [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all
+/// and until the configured window has passed: in a hole punch the remote's NAT refuses SYNs
+/// that arrive before its own host's SYN has opened the mapping, and our next SYN both tries
+/// again and reopens our own NAT's mapping, which the refusal closed, for the remote's SYN (see
+/// [`Config::rst_retry_window`]).
 async fn connect_from_listening_port(
     config: &Config,
     remote: SocketAddr,
@@ -115,7 +116,7 @@ async fn connect_from_listening_port(
     loop {
         match connect(config, remote, Some(bind)).await {
             Err((Step::Connect, e))
-                if e.kind() == io::ErrorKind::ConnectionRefused
+                if refused_for_now(&e)
                     && !remote.ip().is_loopback()
                     && attempts < REFUSED_ATTEMPTS
                     && started.elapsed() < config.rst_retry_window =>
@@ -128,6 +129,22 @@ async fn connect_from_listening_port(
             result => return result,
         }
     }
+}
+
+/// Whether a failed `connect` is what a NAT or firewall that has not yet seen its own host's SYN
+/// answers: a RST (`ECONNREFUSED`), or an ICMP "destination unreachable" that kills a
+/// connection in SYN_SENT (Linux: "administratively prohibited" is `EACCES` over IPv6 and
+/// `EHOSTUNREACH` over IPv4, "host unreachable" `EHOSTUNREACH`; RFC 6092 asks IPv6 home
+/// gateways to answer an unsolicited SYN with "administratively prohibited", after 6 s, which
+/// some send at once). The same answers come from a host with the port closed or a firewall
+/// that stays closed: the retry window bounds what that costs.
+fn refused_for_now(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::PermissionDenied
+            | io::ErrorKind::HostUnreachable
+    )
 }
 
 /// The pause between a refusal and the next SYN, asked of tokio's timer: 0.5 to 1.5 ms, drawn

@@ -62,8 +62,9 @@
 //! - If the kernel still refuses the port (`EADDRINUSE` or `EADDRNOTAVAIL` from `bind` or
 //!   `connect`), the dial is retried once from an ephemeral port ([`Fallback::KernelRefused`]).
 //!   Timeouts and unreachable networks are returned as they are, never retried.
-//! - A dial from a listening port that the remote side refuses with a RST, as a NAT that has not
-//!   opened yet does in a hole punch, sends its next SYN from the same port about 2 ms later:
+//! - A dial from a listening port that the remote side refuses with a RST or an ICMP rejection,
+//!   as a NAT or firewall that has not opened yet does in a hole punch, sends its next SYN from
+//!   the same port about 2 ms later:
 //!   see [`Config::rst_retry_window`] (250 ms, at most 16 SYNs). The `metrics`
 //!   feature counts these SYNs (`rst_retries_total`).
 //! - `PortUse::New`: an ephemeral port, no `SO_REUSEPORT`.

@@ -309,6 +309,15 @@ impl Bed {
         ns
     }
 
+    /// Loads an nftables ruleset into `ns`.
+    pub fn nft(&self, ns: &str, ruleset: &str) {
+        self.net.nft(ns, ruleset);
+    }
+
+    pub fn sysctl(&self, ns: &str, setting: &str) {
+        self.net.sysctl(ns, setting);
+    }
+
     fn configure(&self, ns: &str, dev: &str, addrs: &[&str], routes: &[&str]) {
         for addr in addrs {
             self.net.addr(ns, dev, addr);

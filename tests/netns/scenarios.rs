@@ -33,13 +33,14 @@ pub fn run(options: &Options) -> ExitCode {
     let cells = options.cells.clone();
     let wans = options.wans.clone();
     let zoo_scenario = move || zoo_table(runs, &cells, &wans);
-    let all: [(&str, Scenario); 8] = [
+    let all: [(&str, Scenario); 9] = [
         ("delayline", Box::new(delay_line_accuracy)),
         ("observed", Box::new(observed_address)),
         ("multihomed", Box::new(multihomed)),
         ("redial", Box::new(redial)),
         ("ifchange", Box::new(interface_changes)),
         ("refused", Box::new(rst_retries)),
+        ("prohibited", Box::new(icmp_rejections)),
         ("temporary", Box::new(temporary_addresses)),
         ("zoo", Box::new(zoo_scenario)),
     ];
@@ -581,5 +582,108 @@ fn rst_retries() -> Vec<String> {
     let total = syns(5000);
     assert_eq!(total, 17, "one more SYN with the window at zero");
     report.push(format!("window zero: 1 SYN, then {refused}"));
+    report
+}
+
+/// A firewall that answers SYNs with ICMP "administratively prohibited" (`reject with icmpx`,
+/// as RFC 6092 asks of IPv6 home gateways) ends a dial as a RST does, with `EHOSTUNREACH` over
+/// IPv4 and `EACCES` over IPv6: a dial from a listening port refused four times that way gets
+/// through on its fifth SYN. Across the delay line (1 ms each way): with no delay the ICMP
+/// error arrives while `connect` still holds the socket, and Linux then keeps it as a soft
+/// error until the SYN's retransmission a second later. The control: with the window at zero,
+/// one SYN and the ICMP's error.
+fn icmp_rejections() -> Vec<String> {
+    let mut bed = Bed::new(Wan::Shaped {
+        delay_ms: 1,
+        jitter_ms: 0,
+        loss: 0.0,
+    });
+    let x = bed.host(
+        "x",
+        Uplink::Wan,
+        &["192.31.196.20/24", "2001:db8::20/64"],
+        &[],
+    );
+    let y = bed.host(
+        "y",
+        Uplink::Wan,
+        &["192.31.196.21/24", "2001:db8::21/64"],
+        &[],
+    );
+    // Four SYNs of each family prohibited (IPv4 SYNs are 60 bytes, IPv6 ones 80), then the
+    // listener's; port 5002 prohibits them all.
+    bed.nft(
+        &y,
+        "table inet fw {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    tcp flags & (syn | ack) == syn tcp dport { 5000, 5001, 5002 } counter
+    meta nfproto ipv4 tcp dport 5000 tcp flags & (syn | ack) == syn quota until 240 bytes reject with icmpx type admin-prohibited
+    meta nfproto ipv6 tcp dport 5001 tcp flags & (syn | ack) == syn quota until 320 bytes reject with icmpx type admin-prohibited
+    tcp dport 5002 reject with icmpx type admin-prohibited
+  }
+}
+",
+    );
+    let syns = || -> u64 {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &y, "nft", "list", "table", "inet", "fw"])
+            .output()
+            .expect("nft list");
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find(|l| l.contains("counter"))
+            .and_then(|l| l.split("packets ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter:\n{text}"))
+    };
+    // Linux answers a /64 neighbour with an ICMPv6 error at most every 250 ms
+    // (`icmp.ratelimit`, scaled by the route's prefix): unlimited here.
+    bed.sysctl(&y, "net.ipv6.icmp.ratelimit=0");
+    let mut peer = node(&y, "y");
+    ask(&mut peer, "listen /ip4/192.31.196.21/tcp/5000", "LISTEN");
+    ask(&mut peer, "listen /ip6/2001:db8::21/tcp/5001", "LISTEN");
+    let mut host = node(&x, "x");
+    ask(&mut host, "listen /ip4/0.0.0.0/tcp/4001", "LISTEN");
+    ask(&mut host, "listen /ip6/::/tcp/4001", "LISTEN");
+    let mut report = Vec::new();
+    for (remote, local) in [
+        ("192.31.196.21:5000", "192.31.196.20:4001"),
+        ("[2001:db8::21]:5001", "[2001:db8::20]:4001"),
+    ] {
+        let before = syns();
+        let dialed = ask(&mut host, &format!("dial {remote} reuse"), "DIAL");
+        let sent = syns() - before;
+        assert!(dialed.starts_with("DIALED"), "{dialed}: {sent} SYNs");
+        assert_eq!(field(&dialed, "local"), local, "{dialed}");
+        assert_eq!(field(&peer.expect("INCOMING", T), "from"), local);
+        assert_eq!(
+            sent, 5,
+            "{remote}: four SYNs prohibited, then the listener's"
+        );
+        report.push(format!(
+            "prohibited four times, then listening: {sent} SYNs, {dialed}"
+        ));
+    }
+    drop(host);
+
+    let mut impatient = node_with(&x, "x0", &[("NODE_REFUSED_RETRY_MS", "0")]);
+    ask(&mut impatient, "listen /ip4/0.0.0.0/tcp/4002", "LISTEN");
+    ask(&mut impatient, "listen /ip6/::/tcp/4002", "LISTEN");
+    for (remote, error) in [
+        ("192.31.196.21:5002", "No route to host"),
+        ("[2001:db8::21]:5002", "Permission denied"),
+    ] {
+        let before = syns();
+        let refused = ask(&mut impatient, &format!("dial {remote} reuse"), "DIAL");
+        let sent = syns() - before;
+        assert!(
+            refused.starts_with("DIALFAIL") && refused.contains(error),
+            "{refused}"
+        );
+        assert_eq!(sent, 1, "{remote}: window zero, one SYN");
+        report.push(format!("window zero: {sent} SYN, then {refused}"));
+    }
     report
 }
