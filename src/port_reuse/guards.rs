@@ -6,7 +6,7 @@ use std::{fmt, net::SocketAddr};
 
 use super::{
     ReuseTable,
-    table::{Pair, RemoteClosed},
+    table::{Endpoint, Pair, RemoteClosed},
 };
 
 /// Keeps a listening address registered; unregisters it when dropped.
@@ -33,8 +33,8 @@ impl fmt::Debug for Registration {
 pub(crate) struct Lease {
     pub(super) table: ReuseTable,
     pub(super) id: u64,
-    pub(super) local: SocketAddr,
-    pub(super) remote: SocketAddr,
+    pub(super) local: Endpoint,
+    pub(super) remote: Endpoint,
     /// Whether this lease counts as a held closing socket (see [`Lease::closing`]).
     pub(super) held: bool,
     /// Whether [`Lease::orphan`] handed the pair to the table: dropping then leaves it there.
@@ -44,13 +44,13 @@ pub(crate) struct Lease {
 impl Lease {
     /// The listening address the connection leaves from.
     pub(crate) fn local(&self) -> SocketAddr {
-        self.local
+        self.local.into()
     }
 
     /// Whether a listener bound to exactly [`Lease::local`] is registered (rather than a
     /// wildcard listener on its port alone).
     pub(crate) fn on_specific_listener(&self) -> bool {
-        self.table.lock().listeners.contains_key(&self.local)
+        self.table.lock().listeners.contains_key(&self.local())
     }
 
     /// Marks the pair as closing with its socket kept open: its connection is gone from the

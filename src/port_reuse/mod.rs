@@ -29,7 +29,7 @@ use std::{
 use crate::{origin::Fallback, route, sys};
 
 pub(crate) use self::guards::{Lease, Registration};
-use self::table::{Pair, Table};
+use self::table::{Endpoint, Pair, Table};
 
 /// A handle on the transport's port-reuse table, for observing what dials will do.
 ///
@@ -139,7 +139,10 @@ impl ReuseTable {
         };
         let table = self.lock();
         table.listeners.keys().copied().any(overlaps)
-            || table.pairs.keys().any(|(local, _)| overlaps(*local))
+            || table
+                .pairs
+                .keys()
+                .any(|(local, _)| overlaps((*local).into()))
     }
 
     /// Registers a bound listening address; the address stays registered while the returned
@@ -168,10 +171,9 @@ impl ReuseTable {
     /// left for the pair (an orphan the kernel has let go of, since it accepted the pair again)
     /// is replaced.
     pub(crate) fn accepted(&self, local: SocketAddr, remote: SocketAddr) -> Lease {
-        // Dials look pairs up by IP and port alone; an IPv6 scope or flow label must not hide
-        // the pair from them.
-        let plain = |addr: SocketAddr| SocketAddr::new(addr.ip(), addr.port());
-        self.lease(self.lock(), plain(local), plain(remote), Pair::Accepted)
+        // Dials look pairs up by IP and port alone (`Endpoint`): an IPv6 scope or flow label
+        // does not hide the pair from them.
+        self.lease(self.lock(), local, remote, Pair::Accepted)
     }
 
     /// Records (local, remote) as `pair` under a new lease number and hands out its lease.
@@ -182,6 +184,7 @@ impl ReuseTable {
         remote: SocketAddr,
         pair: fn(u64) -> Pair,
     ) -> Lease {
+        let (local, remote) = (Endpoint::from(local), Endpoint::from(remote));
         let id = table.next_lease;
         table.next_lease += 1;
         table.pairs.insert((local, remote), pair(id));
