@@ -6,9 +6,12 @@ use std::{
     hash::{BuildHasher, Hasher},
     io,
     net::SocketAddr,
+    pin::pin,
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use futures::future::{self, Either};
 
 use crate::{
     Config, TcpStream,
@@ -16,7 +19,7 @@ use crate::{
     error,
     metrics::Metrics,
     origin::{Fallback, PortOrigin},
-    port_reuse::ReuseTable,
+    port_reuse::{Claim, Lease, ReuseTable},
     route, socket,
     stream::OnDrop,
     sys::{PLATFORM, Role, Step},
@@ -59,7 +62,7 @@ pub(crate) async fn dial(
         Ok((lease, reaper)) => {
             let local = lease.local();
             let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
-            match connect_from_listening_port(&config, remote, local, bind, &metrics).await {
+            match connect_from_listening_port(&config, remote, &lease, bind, &metrics).await {
                 Ok(io) => {
                     metrics.dialed(PortOrigin::Reused);
                     let tracked = metrics.track(PortOrigin::Reused, || Some(local), remote);
@@ -96,25 +99,47 @@ pub(crate) async fn dial(
 /// The most SYNs a refused dial from a listening port sends, the first included.
 const REFUSED_ATTEMPTS: u32 = 16;
 
-/// Connects from the listening address `local`, binding `bind` (`local`, or where the platform
-/// asks for it the unspecified address with `local`'s port). A refusal from a non-loopback
+/// Connects from the listening address of `lease`, binding `bind` (that address, or where the
+/// platform asks for it the unspecified address with its port). A refusal from a non-loopback
 /// remote (a RST or an ICMP rejection: [`refused_for_now`]) is answered with a new SYN from the
 /// same address about 2 ms later (see [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all
 /// and until the configured window has passed: in a hole punch the remote's NAT refuses SYNs
 /// that arrive before its own host's SYN has opened the mapping, and our next SYN both tries
 /// again and reopens our own NAT's mapping, which the refusal closed, for the remote's SYN (see
 /// [`Config::rst_retry_window`]).
+///
+/// From the first refusal on, the dial also claims the pair ([`Lease::claim`]): where the
+/// refusal left our NAT's mapping open (an ICMP rejection does), the remote's own SYN reaches
+/// our listener on this very pair, the kernel refuses our next SYN there (the pair is taken),
+/// and the connection our listener accepts is the one both sides were dialing. It is returned
+/// as this dial's, so that each side runs the role its dial asked for (DCUtR has one of the two
+/// dials act as the listener) instead of both treating it as accepted.
 async fn connect_from_listening_port(
     config: &Config,
     remote: SocketAddr,
-    local: SocketAddr,
+    lease: &Lease,
     bind: SocketAddr,
     metrics: &Metrics,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
+    let local = lease.local();
     let started = Instant::now();
     let mut attempts = 1;
+    let mut claim: Option<Claim> = None;
     loop {
-        match connect(config, remote, Some(bind)).await {
+        let result = match claim.as_mut() {
+            None => connect(config, remote, Some(bind)).await,
+            Some(claim) => {
+                let attempt = pin!(async {
+                    tokio::time::sleep(refused_pause()).await;
+                    connect(config, remote, Some(bind)).await
+                });
+                match future::select(claim, attempt).await {
+                    Either::Left((io, _)) => return Ok(claimed(io, local, remote)),
+                    Either::Right((result, _)) => result,
+                }
+            }
+        };
+        match result {
             Err((Step::Connect, e))
                 if refused_for_now(&e)
                     && !remote.ip().is_loopback()
@@ -124,11 +149,40 @@ async fn connect_from_listening_port(
                 tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
                 metrics.rst_retry();
                 attempts += 1;
-                tokio::time::sleep(refused_pause()).await;
+                claim.get_or_insert_with(|| lease.claim());
             }
+            // Taken after a refusal: the remote's own connection on this pair is being
+            // accepted; wait for it as long as the window lasts, and a moment more.
+            Err((step, e)) if PLATFORM.is_taken(step, &e) => match claim.take() {
+                Some(claim) => {
+                    let wait = config
+                        .rst_retry_window
+                        .saturating_sub(started.elapsed())
+                        .max(CLAIM_GRACE);
+                    return match tokio::time::timeout(wait, claim).await {
+                        Ok(io) => Ok(claimed(io, local, remote)),
+                        Err(_) => Err((step, e)),
+                    };
+                }
+                None => return Err((step, e)),
+            },
             result => return result,
         }
     }
+}
+
+/// How long a dial whose pair was taken after a refusal waits at least for the connection its
+/// listener is accepting on that pair (see [`connect_from_listening_port`]): the remote's SYN
+/// is in, so one more round trip at most, and the swarm's poll of the listener.
+const CLAIM_GRACE: Duration = Duration::from_millis(50);
+
+fn claimed(
+    io: tokio::net::TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> tokio::net::TcpStream {
+    tracing::debug!(%local, %remote, "the remote's connection on our pair, accepted by our listener, is this dial's");
+    io
 }
 
 /// Whether a failed `connect` is what a NAT or firewall that has not yet seen its own host's SYN

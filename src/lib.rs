@@ -66,7 +66,11 @@
 //!   as a NAT or firewall that has not opened yet does in a hole punch, sends its next SYN from
 //!   the same port about 2 ms later:
 //!   see [`Config::rst_retry_window`] (250 ms, at most 16 SYNs). The `metrics`
-//!   feature counts these SYNs (`rst_retries_total`).
+//!   feature counts these SYNs (`rst_retries_total`). Meanwhile the dial claims its pair: a
+//!   connection from that remote that its listener accepts on the same pair (the other side's
+//!   SYN of the hole punch, which an ICMP rejection, unlike a RST, lets through) is returned as
+//!   the dial's connection rather than reported by the listener, so that each side runs the
+//!   role its dial asked for.
 //! - `PortUse::New`: an ephemeral port, no `SO_REUSEPORT`.
 //!
 //! Every fallback is logged at `debug` with its reason, and every connection says what happened:

@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     multiaddr::to_multiaddr,
     origin::PortOrigin,
-    port_reuse::{Registration, ReuseTable},
+    port_reuse::{Admission, Registration, ReuseTable},
     stream::OnDrop,
     transport::Bound,
 };
@@ -271,7 +271,7 @@ impl<A: Accept> Listener<A> {
         let Some(open) = self.open.as_mut() else {
             return Poll::Pending;
         };
-        let (io, remote) = match open.source.poll_accept(cx) {
+        let (mut io, remote) = match open.source.poll_accept(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(accepted)) => accepted,
             Poll::Ready(Err(e)) => {
@@ -302,17 +302,36 @@ impl<A: Accept> Listener<A> {
             self.addr
         };
         tracing::trace!(listener = %self.id, %local, %remote, "accepted");
-        let tracked = open
-            .metrics
-            .track(PortOrigin::Accepted, || Some(local), remote);
+        let track = || {
+            open.metrics
+                .track(PortOrigin::Accepted, || Some(local), remote)
+        };
         let stream = match &open.pairs {
-            Some(pairs) => TcpStream::accepted(
-                io,
-                Some((pairs.table.accepted(local, remote), pairs.reaper.clone())),
-                pairs.on_drop,
-                tracked,
-            ),
-            None => TcpStream::accepted(io, None, OnDrop::Close, tracked),
+            Some(pairs) => {
+                let lease = match pairs.table.admit(local, remote) {
+                    Admission::Accepted(lease) => lease,
+                    Admission::Claimed(dial) => match dial.send(io) {
+                        Ok(()) => {
+                            tracing::debug!(listener = %self.id, %local, %remote, "accepted connection handed to the dial that claimed its pair");
+                            // Poll again for the next connection.
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        // The dial is gone: report the connection after all.
+                        Err(back) => {
+                            io = back;
+                            pairs.table.accepted(local, remote)
+                        }
+                    },
+                };
+                TcpStream::accepted(
+                    io,
+                    Some((lease, pairs.reaper.clone())),
+                    pairs.on_drop,
+                    track(),
+                )
+            }
+            None => TcpStream::accepted(io, None, OnDrop::Close, track()),
         };
         Poll::Ready(TransportEvent::Incoming {
             listener_id: self.id,

@@ -2,11 +2,19 @@
 //! address registered, a [`Lease`] keeps the (local, remote) pair of a dial or an accepted
 //! connection. Both let go when dropped.
 
-use std::{fmt, net::SocketAddr};
+use std::{
+    fmt,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures::channel::oneshot;
 
 use super::{
     ReuseTable,
-    table::{Endpoint, Pair, RemoteClosed},
+    table::{Endpoint, Pair, PairKey, RemoteClosed},
 };
 
 /// Keeps a listening address registered; unregisters it when dropped.
@@ -42,6 +50,23 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
+    /// Asks the listener on this pair's local address to hand over, rather than report, a
+    /// connection it accepts from the remote on this very pair, for as long as the returned
+    /// claim lives. A dial whose remote refused it makes this claim: in a hole punch whose
+    /// remote NAT or firewall answered our first SYN, the remote's own SYN may then reach our
+    /// listener on the same pair, the kernel refuses our next SYN on it (the pair is taken),
+    /// and that accepted connection is the one both sides were dialing.
+    pub(crate) fn claim(&self) -> Claim {
+        let (sender, receiver) = oneshot::channel();
+        let key = (self.local, self.remote);
+        self.table.lock().claims.insert(key, sender);
+        Claim {
+            table: self.table.clone(),
+            key,
+            receiver,
+        }
+    }
+
     /// The listening address the connection leaves from.
     pub(crate) fn local(&self) -> SocketAddr {
         self.local.into()
@@ -112,5 +137,37 @@ impl fmt::Debug for Lease {
             .field("local", &self.local)
             .field("remote", &self.remote)
             .finish()
+    }
+}
+
+/// A dial's claim on the connection its listener may accept on the dial's pair (see
+/// [`Lease::claim`]); withdrawn when dropped. As a future it yields that connection, or never.
+pub(crate) struct Claim {
+    table: ReuseTable,
+    key: PairKey,
+    receiver: oneshot::Receiver<tokio::net::TcpStream>,
+}
+
+impl Future for Claim {
+    type Output = tokio::net::TcpStream;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.receiver).poll(cx) {
+            Poll::Ready(Ok(io)) => Poll::Ready(io),
+            // The sender lives in the table until this claim withdraws it.
+            Poll::Ready(Err(oneshot::Canceled)) | Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.table.lock().claims.remove(&self.key);
+    }
+}
+
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Claim").field(&self.key).finish()
     }
 }

@@ -2,14 +2,16 @@
 //! connections on them (outbound, or accepted by their listeners) already hold a (local, remote)
 //! pair, and the deterministic choice between them.
 //!
-//! Pure bookkeeping: no sockets. The one system call a choice may need (the route lookup) is
-//! passed in by the caller and made without holding the lock. The table also counts the closing
-//! connections whose socket is held, up to its bound, and keeps orphaned pairs (closed before
-//! their remote closed) until they expire.
+//! Bookkeeping: no system calls. The one a choice may need (the route lookup) is passed in by
+//! the caller and made without holding the lock. The table also counts the closing connections
+//! whose socket is held, up to its bound, keeps orphaned pairs (closed before their remote
+//! closed) until they expire, and passes an accepted connection to the dial that claimed its
+//! pair ([`Lease::claim`]).
 //!
 //! - this file: [`ReuseTable`], the handle shared by the transport, its listeners and dials;
 //! - `table`: the data and the choice of a source;
-//! - `guards`: the [`Registration`] of a listener and the [`Lease`] of a pair, released on drop;
+//! - `guards`: the [`Registration`] of a listener, the [`Lease`] of a pair and a dial's
+//!   [`Claim`] on a connection its listener accepts, released on drop;
 //! - `tests`, `tests_accepted`: unit tests, the latter for the pairs of accepted connections.
 
 mod guards;
@@ -28,8 +30,16 @@ use std::{
 
 use crate::{origin::Fallback, route, sys};
 
-pub(crate) use self::guards::{Lease, Registration};
+pub(crate) use self::guards::{Claim, Lease, Registration};
 use self::table::{Endpoint, Pair, Table};
+
+/// What becomes of an accepted connection ([`ReuseTable::admit`]).
+pub(crate) enum Admission {
+    /// The listener reports it; the lease holds its pair.
+    Accepted(Lease),
+    /// A dial on the same pair claimed it: send it there (it comes back if that dial is gone).
+    Claimed(futures::channel::oneshot::Sender<tokio::net::TcpStream>),
+}
 
 /// A handle on the transport's port-reuse table, for observing what dials will do.
 ///
@@ -174,6 +184,19 @@ impl ReuseTable {
         // Dials look pairs up by IP and port alone (`Endpoint`): an IPv6 scope or flow label
         // does not hide the pair from them.
         self.lease(self.lock(), local, remote, Pair::Accepted)
+    }
+
+    /// What to do with a connection the listener on `local` accepted from `remote`: hand it to
+    /// the dial that claimed the pair ([`Lease::claim`]), or hold its pair as
+    /// [`Self::accepted`] does.
+    pub(crate) fn admit(&self, local: SocketAddr, remote: SocketAddr) -> Admission {
+        let mut table = self.lock();
+        if !table.claims.is_empty()
+            && let Some(dial) = table.claims.remove(&(local.into(), remote.into()))
+        {
+            return Admission::Claimed(dial);
+        }
+        Admission::Accepted(self.lease(table, local, remote, Pair::Accepted))
     }
 
     /// Records (local, remote) as `pair` under a new lease number and hands out its lease.

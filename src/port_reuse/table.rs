@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::channel::oneshot;
+
 use crate::origin::Fallback;
 
 /// An address as the table keys pairs by: the IP and the port. IPv6's flow label and scope id,
@@ -52,6 +54,10 @@ pub(super) struct Table {
     /// (local, remote) of the connections that hold a pair on a listening address: outbound ones
     /// that left from it, and ones its listener accepted.
     pub(super) pairs: HashMap<PairKey, Pair>,
+    /// Dials refused by their remote that wait, while they try again, for a connection from
+    /// that remote accepted on their own pair (see [`ReuseTable::claim`](super::ReuseTable)):
+    /// the listener hands it over through the sender instead of reporting it.
+    pub(super) claims: HashMap<PairKey, oneshot::Sender<tokio::net::TcpStream>>,
     /// The orphaned pairs in the order they were orphaned, with when they expire and the lease
     /// that orphaned them: [`Self::expire`] removes them from `pairs` once due.
     orphans: VecDeque<(Instant, PairKey, u64)>,
@@ -78,6 +84,7 @@ impl Default for Table {
             loopback: Default::default(),
             per_family: [0; 2],
             pairs: HashMap::new(),
+            claims: HashMap::new(),
             orphans: VecDeque::new(),
             held: 0,
             max_held: usize::MAX,

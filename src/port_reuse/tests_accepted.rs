@@ -154,3 +154,44 @@ fn an_accept_replaces_an_orphan_of_the_same_pair() {
     drop(accepted);
     assert_eq!(table.lock().pairs.len(), 0);
 }
+
+#[test]
+fn a_claimed_pair_is_handed_to_its_dial_and_a_withdrawn_claim_is_not() {
+    let table = ReuseTable::new(true);
+    let _listener = table.register(sa("0.0.0.0:4001"));
+    let remote = sa("10.0.0.9:5000");
+    let dial = table
+        .reserve(remote, "10.0.0.5".parse().unwrap())
+        .expect("free");
+    assert_eq!(dial.local(), sa("10.0.0.5:4001"));
+
+    // Another remote, or another local port: not the claimed pair.
+    let claim = dial.claim();
+    assert!(matches!(
+        table.admit(sa("10.0.0.5:4001"), sa("10.0.0.9:5001")),
+        Admission::Accepted(_)
+    ));
+    assert!(matches!(
+        table.admit(sa("10.0.0.5:6000"), remote),
+        Admission::Accepted(_)
+    ));
+    // The claimed pair: handed over, once, and the pair stays the dial's.
+    assert!(matches!(
+        table.admit(sa("10.0.0.5:4001"), remote),
+        Admission::Claimed(_)
+    ));
+    assert_eq!(table.dialed_connections(), 1);
+    assert!(matches!(
+        table.admit(sa("10.0.0.5:4001"), remote),
+        Admission::Accepted(_)
+    ));
+    drop(claim);
+
+    // Withdrawn: the listener keeps what it accepts.
+    let claim = dial.claim();
+    drop(claim);
+    assert!(matches!(
+        table.admit(sa("10.0.0.5:4001"), remote),
+        Admission::Accepted(_)
+    ));
+}

@@ -77,6 +77,9 @@ pub enum Mapping {
 pub struct Rules {
     /// Answer unsolicited inbound TCP from the WAN with a RST (as many home routers do).
     pub reset: bool,
+    /// Answer unsolicited inbound TCP from the WAN with ICMP "administratively prohibited"
+    /// (`reject with icmpx`), as IPv6 home gateways are asked to (RFC 6092).
+    pub prohibit: bool,
     /// IPv4 source NAT to the WAN address; `None` routes without NAT.
     pub nat4: Option<Mapping>,
     /// IPv6 source NAT (NAT66); `None` is a plain stateful firewall.
@@ -116,10 +119,20 @@ impl Rules {
         }
     }
 
+    /// This router with unsolicited inbound TCP answered by ICMP "administratively prohibited".
+    pub fn prohibiting(self) -> Self {
+        Self {
+            prohibit: true,
+            ..self
+        }
+    }
+
     /// The nftables ruleset.
     fn ruleset(&self) -> String {
         let reset = if self.reset {
             "    iifname \"wan\" meta l4proto tcp reject with tcp reset\n"
+        } else if self.prohibit {
+            "    iifname \"wan\" meta l4proto tcp reject with icmpx type admin-prohibited\n"
         } else {
             ""
         };
@@ -138,7 +151,7 @@ impl Rules {
   }}
   chain forward {{
     type filter hook forward priority filter; policy drop;
-    ct state invalid drop
+    ct state invalid counter drop
     ct state established,related accept
     iifname \"lan\" oifname \"wan\" accept
 {hairpin_forward}{reset}  }}
@@ -307,6 +320,11 @@ impl Bed {
         self.net.sysctl(&ns, "net.ipv6.conf.all.forwarding=1");
         self.net.nft(&ns, &rules.ruleset());
         ns
+    }
+
+    /// The full names of its namespaces.
+    pub fn namespaces(&self) -> &[String] {
+        self.net.namespaces()
     }
 
     /// Loads an nftables ruleset into `ns`.

@@ -93,6 +93,11 @@ impl Net {
         }
     }
 
+    /// The full names of its namespaces, in the order they were added.
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
     /// Adds a namespace with its loopback up; returns its full name.
     pub fn ns(&mut self, role: &str) -> String {
         let name = format!("{}{role}", self.prefix);

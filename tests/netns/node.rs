@@ -1,11 +1,13 @@
 //! The node the scenarios run in a namespace: this crate's transport driven by commands on
 //! standard input, reporting on standard output one `WORD key=value...` line per fact.
 //!
-//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new`, `source <ip:port>`,
-//! `cycles <ip:port> <n>` (client-first dial/echo/close cycles), `quit`.
+//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new`, `dialbg <ip:port>` (a dial from
+//! a listening port that runs in the background), `source <ip:port>`, `cycles <ip:port> <n>`
+//! (client-first dial/echo/close cycles), `quit`.
 //! Reports: `LISTEN`, `NEWADDR`, `EXPIRED`, `INCOMING`, `DIALED`, `DIALFAIL`, `SOURCE`, `CYCLES`,
 //! `ERROR`. Accepted connections echo what they read and close at end of stream.
-//! `NODE_REFUSED_RETRY_MS` sets [`Config::rst_retry_window`].
+//! `NODE_REFUSED_RETRY_MS` sets [`Config::rst_retry_window`]; `NODE_LOG` (a tracing filter)
+//! writes the crate's log to standard error.
 
 use std::{
     future::poll_fn,
@@ -72,6 +74,17 @@ async fn cycle(transport: &mut Transport, remote: SocketAddr) -> std::io::Result
     Ok((stream.is_port_reused(), took))
 }
 
+fn report_dialed(remote: SocketAddr, stream: &TcpStream) {
+    println!(
+        "DIALED remote={remote} local={} origin={:?}",
+        stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        stream.port_origin()
+    );
+}
+
 async fn echo(mut stream: TcpStream) {
     let mut buf = [0; 1024];
     while let Ok(n) = stream.read(&mut buf).await {
@@ -82,6 +95,15 @@ async fn echo(mut stream: TcpStream) {
 }
 
 pub fn main() {
+    // `NODE_LOG` (a tracing filter such as `libp2p_reuseport=debug`): the crate's log on
+    // standard error, which the scenario reads as `stderr: ` lines.
+    if let Ok(filter) = std::env::var("NODE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -154,17 +176,36 @@ async fn run() {
                 };
                 match dial(&mut transport, remote, port_use).await {
                     Ok(stream) => {
-                        println!(
-                            "DIALED remote={remote} local={} origin={:?}",
-                            stream
-                                .local_addr()
-                                .map(|a| a.to_string())
-                                .unwrap_or_default(),
-                            stream.port_origin()
-                        );
+                        report_dialed(remote, &stream);
                         held.push(stream);
                     }
                     Err(e) => println!("DIALFAIL remote={remote} error={e}"),
+                }
+            }
+            // A dial from a listening port that runs while the node goes on reading commands
+            // and polling its listeners, as a swarm's dials do.
+            ["dialbg", remote] => {
+                let remote: SocketAddr = remote.parse().expect("ip:port");
+                let opts = DialOpts {
+                    role: Endpoint::Dialer,
+                    port_use: PortUse::Reuse,
+                };
+                match transport.dial(to_multiaddr(remote), opts) {
+                    Ok(future) => {
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(Duration::from_secs(10), future).await {
+                                Ok(Ok(stream)) => {
+                                    report_dialed(remote, &stream);
+                                    // Keep the connection open while the node lives.
+                                    std::future::pending::<()>().await;
+                                    drop(stream);
+                                }
+                                Ok(Err(e)) => println!("DIALFAIL remote={remote} error={e}"),
+                                Err(_) => println!("DIALFAIL remote={remote} error=timed out"),
+                            }
+                        });
+                    }
+                    Err(e) => println!("DIALFAIL remote={remote} error={e:?}"),
                 }
             }
             ["source", remote] => {

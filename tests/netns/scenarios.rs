@@ -33,7 +33,7 @@ pub fn run(options: &Options) -> ExitCode {
     let cells = options.cells.clone();
     let wans = options.wans.clone();
     let zoo_scenario = move || zoo_table(runs, &cells, &wans);
-    let all: [(&str, Scenario); 9] = [
+    let all: [(&str, Scenario); 10] = [
         ("delayline", Box::new(delay_line_accuracy)),
         ("observed", Box::new(observed_address)),
         ("multihomed", Box::new(multihomed)),
@@ -41,6 +41,7 @@ pub fn run(options: &Options) -> ExitCode {
         ("ifchange", Box::new(interface_changes)),
         ("refused", Box::new(rst_retries)),
         ("prohibited", Box::new(icmp_rejections)),
+        ("claimed", Box::new(claimed_crossing)),
         ("temporary", Box::new(temporary_addresses)),
         ("zoo", Box::new(zoo_scenario)),
     ];
@@ -685,5 +686,111 @@ fn icmp_rejections() -> Vec<String> {
         assert_eq!(sent, 1, "{remote}: window zero, one SYN");
         report.push(format!("window zero: {sent} SYN, then {refused}"));
     }
+    report
+}
+
+/// A hole punch's crossing: x dials y from its listening port, y's firewall answers every SYN
+/// of x with ICMP "administratively prohibited" (which, unlike a RST, leaves the path open), and
+/// y dials x from its listening port meanwhile, on the same pair. Where y's SYN finds x between
+/// two SYNs, x's listener accepts y's connection and the kernel refuses x's next SYN (the pair
+/// is taken); x's dial, which claimed the pair at the first refusal, returns that connection:
+/// both sides have it as their dial (DCUtR has one of them act as the listener). Where y's SYN
+/// meets x's SYN in flight, the kernel makes one connection of the two (a simultaneous open).
+/// Across the delay line (1 ms each way, so that the ICMP ends x's SYN at once), 10 crossings:
+/// every one connects both dials, and the claim is what connected some of them (x's log says
+/// so). The control: with the window at zero x's dial fails at once and its listener reports
+/// y's connection as accepted.
+fn claimed_crossing() -> Vec<String> {
+    let mut bed = Bed::new(Wan::Shaped {
+        delay_ms: 1,
+        jitter_ms: 0,
+        loss: 0.0,
+    });
+    let x = bed.host("x", Uplink::Wan, &["192.31.196.20/24"], &[]);
+    let y = bed.host("y", Uplink::Wan, &["192.31.196.21/24"], &[]);
+    bed.nft(
+        &y,
+        "table inet fw {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ct state established,related accept
+    ip saddr 192.31.196.20 tcp dport 5000-5099 tcp flags & (syn | ack) == syn reject with icmpx type admin-prohibited
+  }
+}
+",
+    );
+    // Every prohibited SYN answered: no ICMP rate limit (1 s per destination by default).
+    bed.sysctl(&y, "net.ipv4.icmp_ratelimit=0");
+    const CLAIMED: &str = "accepted by our listener, is this dial's";
+    let mut report = Vec::new();
+    let (mut claimed, crossings) = (0, 10);
+    // Ports of their own per crossing: the connections of the ones before are still closing.
+    for k in 0..=crossings {
+        let control = k == crossings;
+        let (ours, theirs) = (4001 + k, 5000 + k);
+        let mut env = vec![("NODE_LOG", "libp2p_reuseport=debug")];
+        if control {
+            env.push(("NODE_REFUSED_RETRY_MS", "0"));
+        }
+        let mut host = node_with(&x, "x", &env);
+        ask(
+            &mut host,
+            &format!("listen /ip4/0.0.0.0/tcp/{ours}"),
+            "LISTEN",
+        );
+        let mut peer = node(&y, "y");
+        ask(
+            &mut peer,
+            &format!("listen /ip4/192.31.196.21/tcp/{theirs}"),
+            "LISTEN",
+        );
+        host.send(&format!("dialbg 192.31.196.21:{theirs}"));
+        // x sends a SYN every few ms for 250 ms: y's dial lands in that window.
+        std::thread::sleep(Duration::from_millis(20));
+        let from_y = ask(
+            &mut peer,
+            &format!("dial 192.31.196.20:{ours} reuse"),
+            "DIAL",
+        );
+        assert!(from_y.starts_with("DIALED"), "{from_y}");
+        assert_eq!(field(&from_y, "local"), format!("192.31.196.21:{theirs}"));
+        let dialed = host.expect("DIAL", T);
+        if control {
+            assert!(dialed.starts_with("DIALFAIL"), "{dialed}");
+            let incoming = host.expect("INCOMING", T);
+            assert_eq!(field(&incoming, "from"), format!("192.31.196.21:{theirs}"));
+            report.push(format!(
+                "window zero: {dialed}; y's connection reported as accepted: {incoming}"
+            ));
+            break;
+        }
+        assert!(
+            dialed.starts_with("DIALED"),
+            "{dialed}\n{}",
+            host.log.join("\n")
+        );
+        assert_eq!(field(&dialed, "local"), format!("192.31.196.20:{ours}"));
+        assert_eq!(field(&dialed, "origin"), "Reused", "{dialed}");
+        host.send("source 192.31.196.21:9");
+        host.expect("SOURCE", T);
+        assert!(
+            !host.log.iter().any(|l| l.starts_with("INCOMING")),
+            "the connection is x's dial's, not reported as accepted: {:?}",
+            host.log
+        );
+        claimed += usize::from(host.log.iter().any(|l| l.contains(CLAIMED)));
+    }
+    assert!(
+        claimed > 0,
+        "no crossing went through the claim in {crossings} (all simultaneous opens?)"
+    );
+    report.insert(
+        0,
+        format!(
+            "{crossings} crossings, both dials connected in each: {claimed} through the claim, {} \
+             without it (x's SYN met y's: a simultaneous open)",
+            crossings - claimed
+        ),
+    );
     report
 }

@@ -64,6 +64,8 @@ pub struct Layout {
     pub dial: (String, &'static str),
     /// More `listen` peers, started before `listen` (another host behind the same NAT).
     pub others: Vec<(String, &'static str)>,
+    /// What happens to the network once `listen` holds its reservation, before `dial` starts.
+    pub before_dial: Option<fn(&Self)>,
 }
 
 /// One behaviour of the zoo at one WAN.
@@ -100,6 +102,7 @@ fn two_nats(bed: &mut Bed, a: &Rules, b: &Rules, v6: bool) -> Layout {
         listen: (net.a, any),
         dial: (net.b, any),
         others: Vec::new(),
+        before_dial: None,
     }
 }
 
@@ -148,6 +151,7 @@ fn two_hosts(bed: &mut Bed) -> Layout {
         listen: (second, ANY4),
         dial: (net.b, ANY4),
         others: vec![(net.a, ANY4)],
+        before_dial: None,
     }
 }
 
@@ -183,6 +187,7 @@ fn double_nat(bed: &mut Bed) -> Layout {
         listen: (a, ANY4),
         dial: (b, ANY4),
         others: Vec::new(),
+        before_dial: None,
     }
 }
 
@@ -196,6 +201,7 @@ fn one_public(bed: &mut Bed) -> Layout {
         listen: (a, ANY4),
         dial: (b, ANY4),
         others: Vec::new(),
+        before_dial: None,
     }
 }
 
@@ -222,6 +228,7 @@ fn same_nat(bed: &mut Bed, hairpin: bool) -> Layout {
         listen: (a, ANY4),
         dial: (b, "/ip4/0.0.0.0/tcp/4002"),
         others: Vec::new(),
+        before_dial: None,
     }
 }
 
@@ -235,6 +242,118 @@ fn hairpin_off(bed: &mut Bed) -> Layout {
 
 fn firewalls6(bed: &mut Bed) -> Layout {
     two_nats(bed, &Rules::home(), &Rules::home(), true)
+}
+
+/// NAT A answers unsolicited SYNs with ICMP "administratively prohibited".
+fn prohibit_listen_side(bed: &mut Bed) -> Layout {
+    two_nats(bed, &Rules::home().prohibiting(), &Rules::home(), false)
+}
+
+/// IPv6 behind two stateful firewalls; A's answers unsolicited SYNs with ICMPv6
+/// "administratively prohibited", as RFC 6092 asks of home gateways (after 6 s there; at once
+/// here, as some do).
+fn prohibit6_listen_side(bed: &mut Bed) -> Layout {
+    two_nats(bed, &Rules::home().prohibiting(), &Rules::home(), true)
+}
+
+/// IPv6 behind two stateful firewalls, `listen`'s host with temporary addresses
+/// (`use_tempaddr=2`; the kernel makes one from its `mngtmpaddr` address 2001:db8:1::2, and
+/// prefers it as the source of new connections). After `listen` has its reservation the
+/// temporary address rotates (the old one deprecated, a new one made), as it does every day or
+/// so: peers learned the address of the connection to the relay, made before.
+fn temporary6(bed: &mut Bed) -> Layout {
+    let layout = two_nats(bed, &Rules::home(), &Rules::home(), true);
+    let ns = &layout.listen.0;
+    bed.sysctl(ns, "net.ipv6.conf.eth0.use_tempaddr=2");
+    bed.sysctl(ns, "net.ipv6.conf.eth0.accept_dad=0");
+    let before = temporary_addrs(ns);
+    ip(
+        ns,
+        &[
+            "addr",
+            "change",
+            "2001:db8:1::2/64",
+            "dev",
+            "eth0",
+            "mngtmpaddr",
+        ],
+    );
+    new_temporary(ns, &before);
+    Layout {
+        before_dial: Some(rotate_temporary),
+        ..layout
+    }
+}
+
+/// Deprecates `listen`'s temporary addresses and has the kernel make the next one.
+fn rotate_temporary(layout: &Layout) {
+    let ns = &layout.listen.0;
+    let before = temporary_addrs(ns);
+    for addr in &before {
+        let cidr = format!("{addr}/64");
+        ip(
+            ns,
+            &[
+                "addr",
+                "change",
+                &cidr,
+                "dev",
+                "eth0",
+                "preferred_lft",
+                "0",
+                "valid_lft",
+                "600",
+            ],
+        );
+    }
+    ip(
+        ns,
+        &[
+            "addr",
+            "change",
+            "2001:db8:1::2/64",
+            "dev",
+            "eth0",
+            "mngtmpaddr",
+        ],
+    );
+    new_temporary(ns, &before);
+}
+
+/// `ip -n <ns> -6 <args>`, which must succeed; its output.
+fn ip(ns: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new("ip")
+        .args(["-n", ns, "-6"])
+        .args(args)
+        .output()
+        .expect("ip runs");
+    assert!(
+        output.status.success(),
+        "ip -n {ns} -6 {args:?}: {output:?}"
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The temporary addresses of `eth0` in `ns`.
+fn temporary_addrs(ns: &str) -> Vec<String> {
+    ip(ns, &["-o", "addr", "show", "dev", "eth0", "temporary"])
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (at most 5 s) until `eth0` in `ns` has a temporary address not in `before`.
+fn new_temporary(ns: &str, before: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while temporary_addrs(ns).iter().all(|t| before.contains(t)) {
+        assert!(
+            Instant::now() < deadline,
+            "no new temporary address in {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn symmetric4(bed: &mut Bed) -> Layout {
@@ -317,6 +436,34 @@ pub fn cells() -> Vec<Cell> {
             Expect::Punch("[2001:db8:1::2]:4001"),
             firewalls6,
         ));
+    }
+    // IPv6 as deployed: firewalls that answer with ICMP, temporary addresses that rotate.
+    for wan in [W0, W20] {
+        // Without a WAN delay the ICMP ends the earlier SYN, and NAT B then drops the other
+        // side's connection on that pair as invalid (its sequence numbers are not the ones it
+        // tracked): a punch needs the two SYNs to cross.
+        let (v4, v6) = match wan {
+            Wan::Bridge => (
+                Expect::Race("192.31.196.1:4001"),
+                Expect::Race("[2001:db8:1::2]:4001"),
+            ),
+            Wan::Shaped { .. } => (A_4001, Expect::Punch("[2001:db8:1::2]:4001")),
+        };
+        cells.extend([
+            cell("prohibited-listen-side", wan, v4, prohibit_listen_side),
+            cell(
+                "ipv6-prohibited-listen-side",
+                wan,
+                v6,
+                prohibit6_listen_side,
+            ),
+            cell(
+                "ipv6-temporary",
+                wan,
+                Expect::Punch("[2001:db8:1::2]:4001"),
+                temporary6,
+            ),
+        ]);
     }
     for wan in [W0, W20] {
         for (name, roles) in [
@@ -448,6 +595,17 @@ pub fn punch_once(cell: &Cell, which: Impl, timeout: Duration) -> Outcome {
             proc.drain();
             eprintln!("--- {} ---\n{}", proc.name(), proc.log.join("\n"));
         }
+        // The routers' rules with their counters (packets dropped as invalid, refused).
+        for ns in bed.namespaces() {
+            let rules = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "nft", "list", "ruleset"])
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_default();
+            if !rules.is_empty() {
+                eprintln!("--- nft {ns} ---\n{rules}");
+            }
+        }
     }
     // The processes go before the network.
     drop(procs);
@@ -540,6 +698,9 @@ fn run_roles(
     let listen_id = last_word(&listen.expect("listen: peer", T));
     listen.expect("listen: reservation accepted", T * 2);
     procs.push(listen);
+    if let Some(before_dial) = layout.before_dial {
+        before_dial(layout);
+    }
     let mut args = strings(&["dial", "--seed", "3", "--peer", &listen_id]);
     args.extend(common(layout.dial.1));
     let mut dial = node(go_role.dial).spawn(&layout.dial.0, "dial", args);
