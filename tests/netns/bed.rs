@@ -38,12 +38,14 @@ pub struct Leg {
     pub jitter_ms: u32,
 }
 
-/// The path between the WAN ports of roles `a` and `b`, the same both ways.
+/// The path between the WAN ports of roles `a` and `b`, the same both ways, or from `a` to `b`
+/// only when `one_way` (which then wins over a path both ways between them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WanPath {
     pub a: &'static str,
     pub b: &'static str,
     pub leg: Leg,
+    pub one_way: bool,
 }
 
 impl Wan {
@@ -90,7 +92,10 @@ impl Wan {
                 };
                 let legs: Vec<String> = paths
                     .iter()
-                    .map(|p| format!("{}↔{} {}", role(p.a), role(p.b), p.leg.label()))
+                    .map(|p| {
+                        let arrow = if p.one_way { "→" } else { "↔" };
+                        format!("{}{arrow}{} {}", role(p.a), role(p.b), p.leg.label())
+                    })
                     .collect();
                 let mut label = format!("{name}: {}", legs.join(", "));
                 if loss > 0.0 {
@@ -312,8 +317,9 @@ impl Bed {
         ];
         for path in paths {
             args.push("--path".into());
+            let between = if path.one_way { ">" } else { ":" };
             args.push(format!(
-                "{}:{}:{}:{}",
+                "{}{between}{}:{}:{}",
                 path.a, path.b, path.leg.delay_ms, path.leg.jitter_ms
             ));
         }

@@ -27,6 +27,7 @@
 //!
 //! Arguments: `--delay-ms D --jitter-ms J --loss P --seed S`, and any number of
 //! `--path ROLE:ROLE:D:J` (one-way delay and jitter in ms between the ports of two roles, both
+//! ways) and `--path ROLE>ROLE:D:J` (from the first to the second only, before any path both
 //! ways). On `stats` it answers `STATS frames=<read> delivered=<written> dropped=<lost on
 //! purpose>`.
 
@@ -53,10 +54,11 @@ struct Shape {
     loss: f64,
 }
 
-/// A path's delay between two roles, both ways.
+/// A path's delay between two roles, both ways or from the first to the second only.
 #[derive(Clone, Debug)]
 struct Path {
     roles: (String, String),
+    one_way: bool,
     delay: Duration,
     jitter: Duration,
 }
@@ -88,13 +90,19 @@ struct Switch {
 }
 
 impl Switch {
-    /// The shape of frames between ports of roles `from` and `to`.
+    /// The shape of frames from a port of role `from` to one of role `to`: a one-way path's
+    /// if there is one, else a path's both ways, else the line's.
     fn shape(&self, from: &str, to: &str) -> Shape {
         let shape = self.shape;
+        let forward = |p: &&Path| p.roles.0 == from && p.roles.1 == to;
+        let backward = |p: &&Path| !p.one_way && p.roles.0 == to && p.roles.1 == from;
         self.paths
             .iter()
-            .find(|p| {
-                (p.roles.0 == from && p.roles.1 == to) || (p.roles.0 == to && p.roles.1 == from)
+            .find(|p| p.one_way && forward(p))
+            .or_else(|| {
+                self.paths
+                    .iter()
+                    .find(|p| (!p.one_way && forward(p)) || backward(p))
             })
             .map_or(shape, |p| Shape {
                 delay: p.delay,
@@ -170,7 +178,7 @@ pub fn main() {
     }
 }
 
-/// `ROLE:ROLE:DELAY_MS:JITTER_MS`.
+/// `ROLE:ROLE:DELAY_MS:JITTER_MS` (both ways) or `ROLE>ROLE:DELAY_MS:JITTER_MS` (one way).
 fn path(spec: &str) -> Path {
     let parts: Vec<&str> = spec.split(':').collect();
     let ms = |v: &str| {
@@ -180,13 +188,19 @@ fn path(spec: &str) -> Path {
                 / 1000.0,
         )
     };
-    match parts.as_slice() {
-        [a, b, delay, jitter] => Path {
-            roles: (a.to_string(), b.to_string()),
-            delay: ms(delay),
-            jitter: ms(jitter),
+    let (a, b, one_way, delay, jitter) = match parts.as_slice() {
+        [a, b, delay, jitter] => (*a, *b, false, *delay, *jitter),
+        [ab, delay, jitter] => match ab.split_once('>') {
+            Some((a, b)) => (a, b, true, *delay, *jitter),
+            None => panic!("--path {spec}: expected ROLE>ROLE:DELAY_MS:JITTER_MS"),
         },
         _ => panic!("--path {spec}: expected ROLE:ROLE:DELAY_MS:JITTER_MS"),
+    };
+    Path {
+        roles: (a.to_string(), b.to_string()),
+        one_way,
+        delay: ms(delay),
+        jitter: ms(jitter),
     }
 }
 

@@ -362,17 +362,30 @@ fn delay_line_accuracy() -> Vec<String> {
     report
 }
 
-/// Per-path delays: three hosts on a delay line whose x-y path is 30 ms one way and every other
-/// 5 ms; ping from x to y and to z, and from y to z, shows each path's delay both ways.
+/// Per-path delays: three hosts on a delay line whose x-y path is 30 ms one way (both ways),
+/// z to x 15 ms (that way only) and every other 5 ms; ping from x to y and to z, and from y to
+/// z, shows each path's round trip.
 fn delay_line_paths() -> Vec<String> {
-    const PATHS: &[WanPath] = &[WanPath {
-        a: "x",
-        b: "y",
-        leg: Leg {
-            delay_ms: 30,
-            jitter_ms: 0,
+    const PATHS: &[WanPath] = &[
+        WanPath {
+            a: "x",
+            b: "y",
+            leg: Leg {
+                delay_ms: 30,
+                jitter_ms: 0,
+            },
+            one_way: false,
         },
-    }];
+        WanPath {
+            a: "z",
+            b: "x",
+            leg: Leg {
+                delay_ms: 15,
+                jitter_ms: 0,
+            },
+            one_way: true,
+        },
+    ];
     let wan = Wan::Paths {
         name: "paths",
         paths: PATHS,
@@ -389,7 +402,7 @@ fn delay_line_paths() -> Vec<String> {
     let mut report = Vec::new();
     for (from, name, to, want) in [
         (&x, "x", "192.31.196.31", 60.0),
-        (&x, "x", "192.31.196.32", 10.0),
+        (&x, "x", "192.31.196.32", 20.0),
         (&y, "y", "192.31.196.32", 10.0),
     ] {
         let ping = |count: &str, interval: &str| {

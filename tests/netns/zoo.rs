@@ -291,17 +291,37 @@ const fn relay_paths(to_a: Leg, to_b: Leg, a_b: Leg) -> [WanPath; 3] {
             a: "pub",
             b: "r1",
             leg: to_a,
+            one_way: false,
         },
         WanPath {
             a: "pub",
             b: "r2",
             leg: to_b,
+            one_way: false,
         },
         WanPath {
             a: "r1",
             b: "r2",
             leg: a_b,
+            one_way: false,
         },
+    ]
+}
+
+/// Relay paths of 10 ms, but 150 ms from the relay to `nat` (`r1` or `r2`): the relayed path
+/// from one peer to the other is not as long as the one back.
+const fn slow_to(nat: &'static str) -> [WanPath; 4] {
+    let [to_a, to_b, a_b] = relay_paths(leg(10, 2), leg(10, 2), DIRECT);
+    [
+        WanPath {
+            a: "pub",
+            b: nat,
+            leg: leg(150, 5),
+            one_way: true,
+        },
+        to_a,
+        to_b,
+        a_b,
     ]
 }
 
@@ -310,6 +330,8 @@ const FAR_PATHS: [WanPath; 3] = relay_paths(leg(150, 5), leg(150, 5), DIRECT);
 const NEAR_A_PATHS: [WanPath; 3] = relay_paths(leg(5, 1), leg(150, 5), DIRECT);
 const NEAR_B_PATHS: [WanPath; 3] = relay_paths(leg(150, 5), leg(5, 1), DIRECT);
 const JITTER_PATHS: [WanPath; 3] = relay_paths(leg(80, 40), leg(80, 40), DIRECT);
+const SLOW_TO_A_PATHS: [WanPath; 4] = slow_to("r1");
+const SLOW_TO_B_PATHS: [WanPath; 4] = slow_to("r2");
 
 /// The relay far from both peers, the peers close to each other.
 pub const RELAY_FAR: Wan = Wan::Paths {
@@ -340,8 +362,33 @@ pub const RELAY_JITTER: Wan = Wan::Paths {
     loss: 0.01,
 };
 
+/// Relayed messages to A (`listen`) take 150 ms more than those from A: A's DCUtR estimate
+/// (half the relayed round trip) is 70 ms longer than the way of its Sync to B, so B dials
+/// first.
+pub const RELAY_SLOW_TO_A: Wan = Wan::Paths {
+    name: "relay-slow-to-a",
+    paths: &SLOW_TO_A_PATHS,
+    other: DIRECT,
+    loss: 0.01,
+};
+/// Relayed messages to B (`dial`) take 150 ms more than those from B: A's DCUtR estimate is
+/// 70 ms shorter than the way of its Sync to B, so A dials first.
+pub const RELAY_SLOW_TO_B: Wan = Wan::Paths {
+    name: "relay-slow-to-b",
+    paths: &SLOW_TO_B_PATHS,
+    other: DIRECT,
+    loss: 0.01,
+};
+
 /// The WANs with per-path delays, which `--wan asym` selects.
-const ASYM: [Wan; 4] = [RELAY_FAR, RELAY_NEAR_A, RELAY_NEAR_B, RELAY_JITTER];
+const ASYM: [Wan; 6] = [
+    RELAY_FAR,
+    RELAY_NEAR_A,
+    RELAY_NEAR_B,
+    RELAY_JITTER,
+    RELAY_SLOW_TO_A,
+    RELAY_SLOW_TO_B,
+];
 
 /// `--wan`'s value: WAN keys (`0`, `20`, `60`, the names of the asymmetric WANs), `asym` for
 /// every asymmetric one; an error for a key no cell has.
