@@ -6,13 +6,14 @@
 #   sudo ./scripts/natzoo.sh                      # every cell at 0, 20 and 60 ms, 20 runs each
 #   sudo ./scripts/natzoo.sh --runs 5 --cell rst  # cells whose name contains "rst"
 #   sudo ./scripts/natzoo.sh --wan 20 --cell go   # the go-libp2p pairings at 20 ms
-#   sudo ./scripts/natzoo.sh --runs 10 --wan asym # asymmetric paths (relay far, near, jittery)
+#   sudo ./scripts/natzoo.sh --runs 10 --wan asym # asymmetric paths (relay far, near, slow one way)
 #
 # Options: --runs N (per cell and transport, default 20), --cell NAME (repeatable, a substring of
 # the cell's name), --wan WAN[,WAN...] (default 0,20,60: the uniform WANs by one-way delay, 0,
 # 20, 60; or WANs whose relay paths differ from the path between the NATs, by name: relay-far,
-# relay-near-a, relay-near-b, relay-jitter, or asym for all four; their RST cells also run this
-# crate with refused-dial retries off, a third column). It runs
+# relay-near-a, relay-near-b, relay-jitter, relay-slow-to-a, relay-slow-to-b, or asym for all
+# six; their RST cells also run this crate with refused-dial retries off, a third column). It
+# runs
 # `cargo test --test netns -- zoo ...` (tests/netns/zoo.rs) as root. Every run builds its network
 # in fresh Linux network namespaces (prefix rpt<pid>) and removes them; if the run is interrupted
 # (Ctrl-C, a failure), this script removes what is left. Traffic stays inside the namespaces.
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
         --runs) runs=${2:?--runs needs a number}; shift 2 ;;
         --cell) cells+=(--cell "${2:?--cell needs a name}"); shift 2 ;;
         --wan) wan=${2:?--wan needs WANs: delays in ms or names}; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
