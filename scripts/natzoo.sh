@@ -3,17 +3,22 @@
 # jitter, loss), with this crate and with libp2p-tcp (and go-libp2p peers) on the same network,
 # runs interleaved. Prints the table row by row and once more at the end.
 #
-#   sudo ./scripts/natzoo.sh                      # every cell, 0, 20 and 60 ms, 20 runs each
+#   sudo ./scripts/natzoo.sh                      # every cell at 0, 20 and 60 ms, 20 runs each
 #   sudo ./scripts/natzoo.sh --runs 5 --cell rst  # cells whose name contains "rst"
 #   sudo ./scripts/natzoo.sh --wan 20 --cell go   # the go-libp2p pairings at 20 ms
+#   sudo ./scripts/natzoo.sh --runs 10 --wan asym # asymmetric paths (relay far, near, slow one way)
 #
 # Options: --runs N (per cell and transport, default 20), --cell NAME (repeatable, a substring of
-# the cell's name), --wan MS[,MS...] (the WANs by one-way delay: 0, 20, 60; default all).
-# It runs `cargo test --test netns -- zoo ...` (tests/netns/zoo.rs) as root. Every run builds its
-# network in fresh Linux network namespaces (prefix rpt<pid>) and removes them; if the run is
-# interrupted (Ctrl-C, a failure), this script removes what is left. Traffic stays inside the
-# namespaces. Needs root, ip (iproute2), nft (nftables), ping (iputils-ping), cargo; Go for the
-# go-libp2p cells (without it those cells fail and say why).
+# the cell's name), --wan WAN[,WAN...] (default 0,20,60: the uniform WANs by one-way delay, 0,
+# 20, 60; or WANs whose relay paths differ from the path between the NATs, by name: relay-far,
+# relay-near-a, relay-near-b, relay-jitter, relay-slow-to-a, relay-slow-to-b, or asym for all
+# six; their RST cells also run this crate with refused-dial retries off, a third column). It
+# runs
+# `cargo test --test netns -- zoo ...` (tests/netns/zoo.rs) as root. Every run builds its network
+# in fresh Linux network namespaces (prefix rpt<pid>) and removes them; if the run is interrupted
+# (Ctrl-C, a failure), this script removes what is left. Traffic stays inside the namespaces.
+# Needs root, ip (iproute2), nft (nftables), ping (iputils-ping), cargo; Go for the go-libp2p
+# cells (without it those cells fail and say why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +29,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=${2:?--runs needs a number}; shift 2 ;;
         --cell) cells+=(--cell "${2:?--cell needs a name}"); shift 2 ;;
-        --wan) wan=${2:?--wan needs delays in ms}; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --wan) wan=${2:?--wan needs WANs: delays in ms or names}; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -19,7 +19,9 @@
 //! Options: `--seed N` derives the key from N (stable peer ids), `--no-reuse` turns port reuse
 //! off (the negative control), `--timeout S` bounds the wait for a direct connection (default
 //! 30 s), `--transport libp2p-tcp` runs the same node on rust-libp2p's own TCP transport
-//! (`SwarmBuilder::with_tcp`, which reuses ports as it does by default) for comparison.
+//! (`SwarmBuilder::with_tcp`, which reuses ports as it does by default) for comparison,
+//! `--rst-retry-ms MS` sets this crate's `Config::rst_retry_window` (0: a refused dial is not
+//! retried).
 
 use std::{
     collections::HashSet,
@@ -63,6 +65,8 @@ struct Args {
     peer: Option<PeerId>,
     seed: Option<u8>,
     reuse: bool,
+    /// `Config::rst_retry_window`; the default when `None`.
+    rst_retry: Option<Duration>,
     timeout: Duration,
     transport: Tcp,
 }
@@ -79,7 +83,7 @@ enum Tcp {
 const USAGE: &str = "usage: holepunch relay --listen <multiaddr> [--seed N]
        holepunch listen --relay <relay multiaddr/p2p/id> [--listen <multiaddr>] [options]
        holepunch dial --relay <relay multiaddr/p2p/id> --peer <peer id> [--listen <multiaddr>] [options]
-options: --seed N, --no-reuse, --timeout SECONDS, --transport reuseport|libp2p-tcp";
+options: --seed N, --no-reuse, --timeout SECONDS, --transport reuseport|libp2p-tcp, --rst-retry-ms MS";
 
 fn args() -> Result<Args, String> {
     let mut iter = std::env::args().skip(1);
@@ -96,6 +100,7 @@ fn args() -> Result<Args, String> {
         peer: None,
         seed: None,
         reuse: true,
+        rst_retry: None,
         timeout: Duration::from_secs(30),
         transport: Tcp::Reuseport,
     };
@@ -116,6 +121,9 @@ fn args() -> Result<Args, String> {
             "--timeout" => {
                 args.timeout = Duration::from_secs(value.parse().map_err(|e| bad(&e))?);
             }
+            "--rst-retry-ms" => {
+                args.rst_retry = Some(Duration::from_millis(value.parse().map_err(|e| bad(&e))?));
+            }
             "--transport" => {
                 args.transport = match value.as_str() {
                     "reuseport" => Tcp::Reuseport,
@@ -131,6 +139,9 @@ fn args() -> Result<Args, String> {
     }
     if !args.reuse && args.transport == Tcp::Libp2pTcp {
         return Err("--no-reuse: libp2p-tcp 0.45 cannot turn port reuse off".into());
+    }
+    if args.rst_retry.is_some() && args.transport == Tcp::Libp2pTcp {
+        return Err("--rst-retry-ms: libp2p-tcp does not retry refused dials".into());
     }
     if mode == Mode::Dial && args.peer.is_none() {
         return Err(format!("--peer is required\n{USAGE}"));
@@ -167,7 +178,10 @@ fn swarm(args: &Args) -> Result<Swarm<Behaviour>, Box<dyn Error>> {
     let builder = SwarmBuilder::with_existing_identity(keypair(args.seed)).with_tokio();
     Ok(match args.transport {
         Tcp::Reuseport => {
-            let config = Config::new().port_reuse(args.reuse);
+            let mut config = Config::new().port_reuse(args.reuse);
+            if let Some(window) = args.rst_retry {
+                config = config.rst_retry_window(window);
+            }
             builder
                 .with_other_transport(|key| {
                     Ok(Transport::new(config)

@@ -19,14 +19,43 @@ pub enum Wan {
         jitter_ms: u32,
         loss: f64,
     },
+    /// The delay line with a delay per path: `paths` between the WAN ports of two roles (the
+    /// namespaces' names given to [`Bed::host`] and [`Bed::router`]: the relay's host `pub`,
+    /// NAT A `r1`, NAT B `r2`), `other` between any other two ports.
+    Paths {
+        /// What `--wan` selects it by.
+        name: &'static str,
+        paths: &'static [WanPath],
+        other: Leg,
+        loss: f64,
+    },
+}
+
+/// One way across a path of the delay line: `delay_ms`, `jitter_ms` either side of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leg {
+    pub delay_ms: u32,
+    pub jitter_ms: u32,
+}
+
+/// The path between the WAN ports of roles `a` and `b`, the same both ways, or from `a` to `b`
+/// only when `one_way` (which then wins over a path both ways between them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WanPath {
+    pub a: &'static str,
+    pub b: &'static str,
+    pub leg: Leg,
+    pub one_way: bool,
 }
 
 impl Wan {
-    /// The one-way delay in milliseconds (0 for the bridge).
-    pub fn delay_ms(&self) -> u32 {
+    /// What `--wan` selects it by: the one-way delay in ms for a uniform WAN (`0` for the
+    /// bridge), the name for one with per-path delays.
+    pub fn key(&self) -> String {
         match *self {
-            Self::Bridge => 0,
-            Self::Shaped { delay_ms, .. } => delay_ms,
+            Self::Bridge => "0".into(),
+            Self::Shaped { delay_ms, .. } => delay_ms.to_string(),
+            Self::Paths { name, .. } => name.into(),
         }
     }
 
@@ -48,6 +77,43 @@ impl Wan {
                 }
                 label
             }
+            Self::Paths {
+                name, paths, loss, ..
+            } => {
+                // The zoo's roles by what they are.
+                let role = |r: &str| {
+                    match r {
+                        "pub" => "relay",
+                        "r1" => "A",
+                        "r2" => "B",
+                        other => other,
+                    }
+                    .to_string()
+                };
+                let legs: Vec<String> = paths
+                    .iter()
+                    .map(|p| {
+                        let arrow = if p.one_way { "→" } else { "↔" };
+                        format!("{}{arrow}{} {}", role(p.a), role(p.b), p.leg.label())
+                    })
+                    .collect();
+                let mut label = format!("{name}: {}", legs.join(", "));
+                if loss > 0.0 {
+                    label.push_str(&format!(", {}%", loss * 100.0));
+                }
+                label
+            }
+        }
+    }
+}
+
+impl Leg {
+    /// `20ms±5` and the like.
+    pub fn label(&self) -> String {
+        if self.jitter_ms > 0 {
+            format!("{}ms±{}", self.delay_ms, self.jitter_ms)
+        } else {
+            format!("{}ms", self.delay_ms)
         }
     }
 }
@@ -228,35 +294,59 @@ impl Bed {
     pub fn new(wan: Wan) -> Self {
         let mut net = Net::new();
         let wan_ns = net.ns("wan");
-        let delay_line = match wan {
+        let (other, paths, loss) = match wan {
             Wan::Bridge => {
                 net.bridge(&wan_ns, "br0");
-                None
+                return Self {
+                    delay_line: None,
+                    net,
+                    wan_ns,
+                    next_port: 0,
+                };
             }
             Wan::Shaped {
                 delay_ms,
                 jitter_ms,
                 loss,
-            } => {
-                let exe = std::env::current_exe().expect("test binary");
-                let mut proc = Proc::spawn(
-                    &wan_ns,
-                    "delay line",
-                    &exe,
-                    &[
-                        "--delay-ms",
-                        &delay_ms.to_string(),
-                        "--jitter-ms",
-                        &jitter_ms.to_string(),
-                        "--loss",
-                        &loss.to_string(),
-                    ],
-                    &[("NETNS_ROLE", "delayline")],
-                );
-                proc.expect("READY", Duration::from_secs(10));
-                Some(proc)
-            }
+            } => (
+                Leg {
+                    delay_ms,
+                    jitter_ms,
+                },
+                &[][..],
+                loss,
+            ),
+            Wan::Paths {
+                paths, other, loss, ..
+            } => (other, paths, loss),
         };
+        let mut args = vec![
+            "--delay-ms".to_string(),
+            other.delay_ms.to_string(),
+            "--jitter-ms".to_string(),
+            other.jitter_ms.to_string(),
+            "--loss".to_string(),
+            loss.to_string(),
+        ];
+        for path in paths {
+            args.push("--path".into());
+            let between = if path.one_way { ">" } else { ":" };
+            args.push(format!(
+                "{}{between}{}:{}:{}",
+                path.a, path.b, path.leg.delay_ms, path.leg.jitter_ms
+            ));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let exe = std::env::current_exe().expect("test binary");
+        let mut proc = Proc::spawn(
+            &wan_ns,
+            "delay line",
+            &exe,
+            &args,
+            &[("NETNS_ROLE", "delayline")],
+        );
+        proc.expect("READY", Duration::from_secs(10));
+        let delay_line = Some(proc);
         Self {
             delay_line,
             net,
@@ -265,8 +355,8 @@ impl Bed {
         }
     }
 
-    /// Attaches `dev` of `ns` to `uplink`.
-    fn attach(&mut self, uplink: Uplink<'_>, ns: &str, dev: &str) {
+    /// Attaches `dev` of `ns` (of `role`) to `uplink`.
+    fn attach(&mut self, uplink: Uplink<'_>, role: &str, ns: &str, dev: &str) {
         let k = self.next_port;
         self.next_port += 1;
         match (uplink, self.delay_line.as_mut()) {
@@ -276,7 +366,7 @@ impl Bed {
             }
             (Uplink::Wan, Some(delay_line)) => {
                 let tap = format!("dl{k}");
-                delay_line.send(&format!("tap {tap}"));
+                delay_line.send(&format!("tap {tap} {role}"));
                 delay_line.expect(&format!("TAP {tap}"), Duration::from_secs(10));
                 self.net.move_dev(&self.wan_ns, &tap, ns, dev);
             }
@@ -296,7 +386,7 @@ impl Bed {
         routes: &[&str],
     ) -> String {
         let ns = self.net.ns(role);
-        self.attach(uplink, &ns, "eth0");
+        self.attach(uplink, role, &ns, "eth0");
         self.configure(&ns, "eth0", addrs, routes);
         ns
     }
@@ -312,7 +402,7 @@ impl Bed {
         rules: &Rules,
     ) -> String {
         let ns = self.net.ns(role);
-        self.attach(uplink, &ns, "wan");
+        self.attach(uplink, role, &ns, "wan");
         self.net.bridge(&ns, "lan");
         self.configure(&ns, "wan", wan_addrs, routes);
         self.configure(&ns, "lan", lan_addrs, &[]);

@@ -7,8 +7,9 @@
 //! Needs root, `ip` (iproute2), `nft` (nftables) and `ping` (iputils-ping); Go for the
 //! go-libp2p cells. It runs when `LIBP2P_REUSEPORT_NETNS=1` (`.ci/run` sets it); otherwise it
 //! says that it did not run and why. Arguments: scenario names select scenarios; `--runs N`,
-//! `--cell NAME` and `--wan MS,MS` select the zoo's runs, cells and WANs (default: 2 runs of
-//! every cell at 0 and 20 ms, the short version CI runs; `scripts/natzoo.sh` runs the full
+//! `--cell NAME` and `--wan WAN,WAN` select the zoo's runs, cells and WANs (by one-way delay in
+//! ms, or by the name of a WAN with per-path delays, `asym` for all of those; default: 2 runs
+//! of every cell at 0 and 20 ms, the short version CI runs; `scripts/natzoo.sh` runs the full
 //! matrix).
 //!
 //! The same binary is the node the scenarios start inside the namespaces (`NETNS_ROLE=node`)
@@ -85,13 +86,13 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `[SCENARIO...] [--runs N] [--cell NAME]... [--wan MS,MS...]`; options cargo's test harness
+/// `[SCENARIO...] [--runs N] [--cell NAME]... [--wan WAN,WAN...]`; options cargo's test harness
 /// passes (such as `--nocapture`) are ignored.
 #[cfg(target_os = "linux")]
 fn options() -> Result<scenarios::Options, String> {
     let mut options = scenarios::Options {
         runs: DEFAULT_ZOO_RUNS,
-        wans: DEFAULT_ZOO_WANS.to_vec(),
+        wans: DEFAULT_ZOO_WANS.iter().map(|w| w.to_string()).collect(),
         ..Default::default()
     };
     let mut args = std::env::args().skip(1);
@@ -108,12 +109,10 @@ fn options() -> Result<scenarios::Options, String> {
                 .cells
                 .push(args.next().ok_or("--cell needs a name")?),
             "--wan" => {
-                options.wans = args
+                let wans = args
                     .next()
-                    .ok_or("--wan needs delays in ms, e.g. 0,20,60")?
-                    .split(',')
-                    .map(|ms| ms.parse().map_err(|e| format!("--wan {ms}: {e}")))
-                    .collect::<Result<_, _>>()?;
+                    .ok_or("--wan needs delays in ms or names, e.g. 0,20,60 or asym")?;
+                options.wans = zoo::wan_keys(&wans)?;
             }
             flag if flag.starts_with('-') => {}
             name => options.scenarios.push(name.to_string()),
@@ -126,7 +125,7 @@ fn options() -> Result<scenarios::Options, String> {
 /// ms) when `--wan` is not: the short version CI runs. `scripts/natzoo.sh` runs the full matrix
 /// (20 runs, 0, 20 and 60 ms).
 const DEFAULT_ZOO_RUNS: usize = 2;
-const DEFAULT_ZOO_WANS: [u32; 2] = [0, 20];
+const DEFAULT_ZOO_WANS: [&str; 2] = ["0", "20"];
 
 /// Root, `ip` and `nft` present.
 #[cfg(target_os = "linux")]

@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::{
-    bed::{Bed, Rules, TwoNats, Uplink, Wan},
+    bed::{Bed, Leg, Rules, TwoNats, Uplink, Wan, WanPath},
     net::{self, Net},
     proc::{Proc, field},
     zoo,
@@ -24,8 +24,8 @@ pub struct Options {
     pub scenarios: Vec<String>,
     pub runs: usize,
     pub cells: Vec<String>,
-    /// The zoo's WANs by one-way delay in ms.
-    pub wans: Vec<u32>,
+    /// The zoo's WANs by key: the one-way delay in ms, or the name of a WAN with per-path delays.
+    pub wans: Vec<String>,
 }
 
 pub fn run(options: &Options) -> ExitCode {
@@ -471,6 +471,7 @@ fn delay_line_accuracy() -> Vec<String> {
                 f64::from(jitter_ms),
                 loss,
             ),
+            Wan::Paths { .. } => unreachable!("uniform WANs only; paths are measured below"),
         };
         report.push(format!(
             "WAN {}: ping RTT min/avg/max/mdev {min:.2}/{avg:.2}/{max:.2}/{mdev:.2} ms (configured \
@@ -501,11 +502,87 @@ fn delay_line_accuracy() -> Vec<String> {
             wan.label()
         );
     }
+    report.extend(delay_line_paths());
+    report
+}
+
+/// Per-path delays: three hosts on a delay line whose x-y path is 30 ms one way (both ways),
+/// z to x 15 ms (that way only) and every other 5 ms; ping from x to y and to z, and from y to
+/// z, shows each path's round trip.
+fn delay_line_paths() -> Vec<String> {
+    const PATHS: &[WanPath] = &[
+        WanPath {
+            a: "x",
+            b: "y",
+            leg: Leg {
+                delay_ms: 30,
+                jitter_ms: 0,
+            },
+            one_way: false,
+        },
+        WanPath {
+            a: "z",
+            b: "x",
+            leg: Leg {
+                delay_ms: 15,
+                jitter_ms: 0,
+            },
+            one_way: true,
+        },
+    ];
+    let wan = Wan::Paths {
+        name: "paths",
+        paths: PATHS,
+        other: Leg {
+            delay_ms: 5,
+            jitter_ms: 0,
+        },
+        loss: 0.0,
+    };
+    let mut bed = Bed::new(wan);
+    let x = bed.host("x", Uplink::Wan, &["192.31.196.30/24"], &[]);
+    let y = bed.host("y", Uplink::Wan, &["192.31.196.31/24"], &[]);
+    bed.host("z", Uplink::Wan, &["192.31.196.32/24"], &[]);
+    let mut report = Vec::new();
+    for (from, name, to, want) in [
+        (&x, "x", "192.31.196.31", 60.0),
+        (&x, "x", "192.31.196.32", 20.0),
+        (&y, "y", "192.31.196.32", 10.0),
+    ] {
+        let ping = |count: &str, interval: &str| {
+            let output = std::process::Command::new("ip")
+                .args(["netns", "exec", from, "ping", "-q", "-n", "-i", interval])
+                .args(["-c", count, to])
+                .output()
+                .expect("run ping");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        // The first pings resolve the neighbour (ARP).
+        ping("3", "0.2");
+        let text = ping("50", "0.02");
+        let rtt: Vec<f64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+            .and_then(|l| l.split(" ms").next())
+            .map(|l| l.split('/').filter_map(|v| v.parse().ok()).collect())
+            .unwrap_or_else(|| panic!("no rtt in ping output:\n{text}"));
+        let [min, avg, max, _] = rtt[..] else {
+            panic!("rtt line: {rtt:?}");
+        };
+        report.push(format!(
+            "path {name} -> {to}: ping RTT min/avg/max {min:.2}/{avg:.2}/{max:.2} ms (configured \
+             {want} ms)"
+        ));
+        assert!(
+            min >= want - 1.0 && (avg - want).abs() <= 2.0,
+            "path {name} -> {to}: RTT {min}/{avg} ms, configured {want} ms:\n{text}"
+        );
+    }
     report
 }
 
 /// The NAT zoo (see `zoo.rs`): prints the table, fails if a cell missed its expectation.
-fn zoo_table(runs: usize, cells: &[String], wans: &[u32]) -> Vec<String> {
+fn zoo_table(runs: usize, cells: &[String], wans: &[String]) -> Vec<String> {
     let (table, failures) = zoo::run(runs, cells, wans);
     assert!(failures.is_empty(), "zoo cells failed: {failures:#?}");
     let mut report = vec![format!("{runs} runs per cell and transport:")];

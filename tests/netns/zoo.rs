@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    bed::{Bed, Rules, TwoNats, Uplink, Wan, home},
+    bed::{Bed, Leg, Rules, TwoNats, Uplink, Wan, WanPath, home},
     go_peer,
     proc::Proc,
 };
@@ -32,13 +32,25 @@ pub enum Impl {
     Reuseport,
     /// rust-libp2p's libp2p-tcp (`with_tcp`).
     Libp2pTcp,
+    /// This crate with refused dials not retried (`Config::rst_retry_window(Duration::ZERO)`).
+    ReuseportNoRetry,
 }
 
 impl Impl {
-    fn flag(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Self::Reuseport => "reuseport",
             Self::Libp2pTcp => "libp2p-tcp",
+            Self::ReuseportNoRetry => "reuseport-retries-off",
+        }
+    }
+
+    /// The `holepunch` example's arguments that pick this transport.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Self::Reuseport => &["--transport", "reuseport"],
+            Self::Libp2pTcp => &["--transport", "libp2p-tcp"],
+            Self::ReuseportNoRetry => &["--transport", "reuseport", "--rst-retry-ms", "0"],
         }
     }
 }
@@ -48,9 +60,9 @@ impl Impl {
 pub enum Expect {
     /// A hole punch: a direct connection to this address (as `dial` sees it).
     Punch(&'static str),
-    /// A hole punch only if the two SYNs cross within the WAN's one-way delay: NATs on both
-    /// sides answer a SYN that arrives before their own host's with a RST, which also closes the
-    /// mapping the refused side's SYN had opened. Judged against libp2p-tcp only.
+    /// A hole punch only if the two SYNs cross within the one-way delay between the NATs: a NAT
+    /// that answers a SYN arriving before its own host's with a RST also closes the mapping the
+    /// refused side's SYN had opened. Judged against libp2p-tcp only.
     Race(&'static str),
     /// No direct connection, by the NATs' rules or because port reuse is off: a control. The
     /// circuit must open.
@@ -76,6 +88,8 @@ pub struct Cell {
     pub expect: Expect,
     /// Run this crate with port reuse off (a control; libp2p-tcp cannot turn it off).
     pub no_reuse: bool,
+    /// Also run this crate with refused dials not retried (a third column, not judged).
+    pub retries_off: bool,
     /// Which roles the go-libp2p peer plays; the rust side plays the others.
     pub go: Option<GoRoles>,
     pub build: fn(&mut Bed) -> Layout,
@@ -381,6 +395,146 @@ pub const W60: Wan = Wan::Shaped {
     loss: 0.01,
 };
 
+const fn leg(delay_ms: u32, jitter_ms: u32) -> Leg {
+    Leg {
+        delay_ms,
+        jitter_ms,
+    }
+}
+
+/// The paths of a two-NAT network: relay (`pub`) to NAT A (`r1`), relay to NAT B (`r2`), and
+/// NAT A to NAT B (the hole punch's).
+const fn relay_paths(to_a: Leg, to_b: Leg, a_b: Leg) -> [WanPath; 3] {
+    [
+        WanPath {
+            a: "pub",
+            b: "r1",
+            leg: to_a,
+            one_way: false,
+        },
+        WanPath {
+            a: "pub",
+            b: "r2",
+            leg: to_b,
+            one_way: false,
+        },
+        WanPath {
+            a: "r1",
+            b: "r2",
+            leg: a_b,
+            one_way: false,
+        },
+    ]
+}
+
+/// Relay paths of 10 ms, but 150 ms from the relay to `nat` (`r1` or `r2`): the relayed path
+/// from one peer to the other is not as long as the one back.
+const fn slow_to(nat: &'static str) -> [WanPath; 4] {
+    let [to_a, to_b, a_b] = relay_paths(leg(10, 2), leg(10, 2), DIRECT);
+    [
+        WanPath {
+            a: "pub",
+            b: nat,
+            leg: leg(150, 5),
+            one_way: true,
+        },
+        to_a,
+        to_b,
+        a_b,
+    ]
+}
+
+const DIRECT: Leg = leg(20, 5);
+const FAR_PATHS: [WanPath; 3] = relay_paths(leg(150, 5), leg(150, 5), DIRECT);
+const NEAR_A_PATHS: [WanPath; 3] = relay_paths(leg(5, 1), leg(150, 5), DIRECT);
+const NEAR_B_PATHS: [WanPath; 3] = relay_paths(leg(150, 5), leg(5, 1), DIRECT);
+const JITTER_PATHS: [WanPath; 3] = relay_paths(leg(80, 40), leg(80, 40), DIRECT);
+const SLOW_TO_A_PATHS: [WanPath; 4] = slow_to("r1");
+const SLOW_TO_B_PATHS: [WanPath; 4] = slow_to("r2");
+
+/// The relay far from both peers, the peers close to each other.
+pub const RELAY_FAR: Wan = Wan::Paths {
+    name: "relay-far",
+    paths: &FAR_PATHS,
+    other: DIRECT,
+    loss: 0.01,
+};
+/// The relay next to A (`listen`), far from B (`dial`).
+pub const RELAY_NEAR_A: Wan = Wan::Paths {
+    name: "relay-near-a",
+    paths: &NEAR_A_PATHS,
+    other: DIRECT,
+    loss: 0.01,
+};
+/// The relay next to B (`dial`), far from A (`listen`).
+pub const RELAY_NEAR_B: Wan = Wan::Paths {
+    name: "relay-near-b",
+    paths: &NEAR_B_PATHS,
+    other: DIRECT,
+    loss: 0.01,
+};
+/// Relay paths with a jitter of half their delay, a steady path between the peers.
+pub const RELAY_JITTER: Wan = Wan::Paths {
+    name: "relay-jitter",
+    paths: &JITTER_PATHS,
+    other: DIRECT,
+    loss: 0.01,
+};
+
+/// Relayed messages to A (`listen`) take 150 ms more than those from A: A's DCUtR estimate
+/// (half the relayed round trip) is 70 ms longer than the way of its Sync to B, so B dials
+/// first.
+pub const RELAY_SLOW_TO_A: Wan = Wan::Paths {
+    name: "relay-slow-to-a",
+    paths: &SLOW_TO_A_PATHS,
+    other: DIRECT,
+    loss: 0.01,
+};
+/// Relayed messages to B (`dial`) take 150 ms more than those from B: A's DCUtR estimate is
+/// 70 ms shorter than the way of its Sync to B, so A dials first.
+pub const RELAY_SLOW_TO_B: Wan = Wan::Paths {
+    name: "relay-slow-to-b",
+    paths: &SLOW_TO_B_PATHS,
+    other: DIRECT,
+    loss: 0.01,
+};
+
+/// The WANs with per-path delays, which `--wan asym` selects.
+const ASYM: [Wan; 6] = [
+    RELAY_FAR,
+    RELAY_NEAR_A,
+    RELAY_NEAR_B,
+    RELAY_JITTER,
+    RELAY_SLOW_TO_A,
+    RELAY_SLOW_TO_B,
+];
+
+/// `--wan`'s value: WAN keys (`0`, `20`, `60`, the names of the asymmetric WANs), `asym` for
+/// every asymmetric one; an error for a key no cell has.
+pub fn wan_keys(spec: &str) -> Result<Vec<String>, String> {
+    let known: Vec<String> = cells().iter().map(|c| c.wan.key()).collect();
+    let mut keys = Vec::new();
+    for key in spec.split(',') {
+        if key == "asym" {
+            keys.extend(ASYM.iter().map(Wan::key));
+        } else if known.iter().any(|k| k == key) {
+            keys.push(key.to_string());
+        } else {
+            let mut names: Vec<&str> = Vec::new();
+            for name in &known {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+            return Err(format!(
+                "--wan {key}: no such WAN (known: {}, asym)",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(keys)
+}
+
 const A_4001: Expect = Expect::Punch("192.31.196.1:4001");
 
 fn cell(name: &'static str, wan: Wan, expect: Expect, build: fn(&mut Bed) -> Layout) -> Cell {
@@ -389,6 +543,7 @@ fn cell(name: &'static str, wan: Wan, expect: Expect, build: fn(&mut Bed) -> Lay
         wan,
         expect,
         no_reuse: false,
+        retries_off: false,
         go: None,
         build,
     }
@@ -400,7 +555,7 @@ pub fn cells() -> Vec<Cell> {
     for wan in [W0, W20, W60] {
         let both = match wan {
             Wan::Bridge => Expect::Race("192.31.196.1:4001"),
-            Wan::Shaped { .. } => A_4001,
+            Wan::Shaped { .. } | Wan::Paths { .. } => A_4001,
         };
         cells.extend([
             cell("port-preserving", wan, A_4001, port_preserving),
@@ -429,6 +584,25 @@ pub fn cells() -> Vec<Cell> {
             cell("hairpin-off", wan, Expect::None, hairpin_off),
         ]);
     }
+    // Asymmetric paths: DCUtR times the two dials from the relayed round trip, which says
+    // nothing about the path between the NATs, where a RST closes the punch.
+    for wan in ASYM {
+        let race = Expect::Race("192.31.196.1:4001");
+        cells.push(cell("port-preserving", wan, A_4001, port_preserving));
+        for (name, build) in [
+            (
+                "rst-listen-side",
+                reset_listen_side as fn(&mut Bed) -> Layout,
+            ),
+            ("rst-dial-side", reset_dial_side),
+            ("rst-both", reset_both),
+        ] {
+            cells.push(Cell {
+                retries_off: true,
+                ..cell(name, wan, race, build)
+            });
+        }
+    }
     for wan in [W0, W20, W60] {
         cells.push(cell(
             "ipv6-firewalls",
@@ -447,7 +621,9 @@ pub fn cells() -> Vec<Cell> {
                 Expect::Race("192.31.196.1:4001"),
                 Expect::Race("[2001:db8:1::2]:4001"),
             ),
-            Wan::Shaped { .. } => (A_4001, Expect::Punch("[2001:db8:1::2]:4001")),
+            Wan::Shaped { .. } | Wan::Paths { .. } => {
+                (A_4001, Expect::Punch("[2001:db8:1::2]:4001"))
+            }
         };
         cells.extend([
             cell("prohibited-listen-side", wan, v4, prohibit_listen_side),
@@ -616,17 +792,15 @@ pub fn punch_once(cell: &Cell, which: Impl, timeout: Duration) -> Outcome {
 /// A program to start for one role, and the arguments it takes for `role`.
 struct Node {
     program: PathBuf,
-    /// `--transport` for the rust example; none for the go peer.
-    transport: Option<&'static str>,
+    /// The transport's arguments for the rust example; none for the go peer.
+    transport: &'static [&'static str],
     /// Port reuse off (a control; only this crate's side).
     no_reuse: bool,
 }
 
 impl Node {
     fn spawn(&self, ns: &str, name: &str, mut args: Vec<String>) -> Proc {
-        if let Some(transport) = self.transport {
-            args.extend(["--transport".into(), transport.into()]);
-        }
+        args.extend(self.transport.iter().map(|a| a.to_string()));
         if self.no_reuse {
             args.push("--no-reuse".into());
         }
@@ -644,14 +818,14 @@ fn run_roles(
 ) -> Outcome {
     let rust = Node {
         program: holepunch_binary(),
-        transport: Some(which.flag()),
-        no_reuse: cell.no_reuse && which == Impl::Reuseport,
+        transport: which.args(),
+        no_reuse: cell.no_reuse && which != Impl::Libp2pTcp,
     };
     let go = match cell.go {
         Some(_) => match go_peer::binary() {
             Ok(program) => Some(Node {
                 program: program.clone(),
-                transport: None,
+                transport: &[],
                 no_reuse: false,
             }),
             Err(why) => return Outcome::Broken(format!("the go peer is NOT AVAILABLE: {why}")),
@@ -769,20 +943,33 @@ impl Tally {
     }
 }
 
-/// Runs `runs` trials of each selected cell (by name, and by the WAN's one-way delay in ms), both transports interleaved (the order alternates
-/// run by run), prints the table row by row, and returns it with the cells that failed their
-/// expectation.
-pub fn run(runs: usize, names: &[String], wans: &[u32]) -> (Vec<String>, Vec<String>) {
+/// Runs `runs` trials of each selected cell (by name, and by the WAN's key: its one-way delay
+/// in ms or its name), the transports interleaved (the order rotates run by run), prints the
+/// table row by row, and returns it with the cells that failed their expectation.
+pub fn run(runs: usize, names: &[String], wans: &[String]) -> (Vec<String>, Vec<String>) {
     let selected: Vec<Cell> = cells()
         .into_iter()
         .filter(|c| names.is_empty() || names.iter().any(|n| c.name.contains(n.as_str())))
-        .filter(|c| wans.contains(&c.wan.delay_ms()))
+        .filter(|c| wans.contains(&c.wan.key()))
         .collect();
+    // The retries-off columns only when a selected cell has them: the other tables keep their
+    // shape.
+    let retries_off = selected.iter().any(|c| c.retries_off);
+    let (extra_head, extra_rule) = if retries_off {
+        (
+            " this crate, retries off: direct | retries off: median ms |",
+            "---:|---:|",
+        )
+    } else {
+        ("", "")
+    };
     let mut table = vec![
-        "| cell | WAN one-way delay, loss | runs | this crate: direct | libp2p-tcp: direct | \
-         this crate: median ms circuit→direct | libp2p-tcp: median ms | NATs permit a punch |"
-            .to_string(),
-        "|---|---|---:|---:|---:|---:|---:|---|".to_string(),
+        format!(
+            "| cell | WAN one-way delay, loss | runs | this crate: direct | libp2p-tcp: direct | \
+             this crate: median ms circuit→direct | libp2p-tcp: median ms |{extra_head} NATs \
+             permit a punch |"
+        ),
+        format!("|---|---|---:|---:|---:|---:|---:|{extra_rule}---|"),
     ];
     for line in &table {
         println!("{line}");
@@ -790,18 +977,20 @@ pub fn run(runs: usize, names: &[String], wans: &[u32]) -> (Vec<String>, Vec<Str
     let mut failures = Vec::new();
     for cell in &selected {
         let started = Instant::now();
-        let impls: &[Impl] = if cell.no_reuse {
-            &[Impl::Reuseport]
-        } else {
-            &[Impl::Reuseport, Impl::Libp2pTcp]
-        };
+        let mut impls = vec![Impl::Reuseport];
+        if !cell.no_reuse {
+            impls.push(Impl::Libp2pTcp);
+        }
+        if cell.retries_off {
+            impls.push(Impl::ReuseportNoRetry);
+        }
         // A punch that works takes well under a second from the circuit (a SYN lost on the WAN
         // costs one more second): 15 s bound a run that does not punch.
         let timeout = match cell.expect {
             Expect::Punch(_) | Expect::Race(_) => Duration::from_secs(15),
             Expect::None => Duration::from_secs(12),
         };
-        let mut tallies = [Tally::default(), Tally::default()];
+        let mut tallies: Vec<Tally> = impls.iter().map(|_| Tally::default()).collect();
         for run in 0..runs {
             for k in 0..impls.len() {
                 let i = (k + run) % impls.len();
@@ -816,37 +1005,46 @@ pub fn run(runs: usize, names: &[String], wans: &[u32]) -> (Vec<String>, Vec<Str
                         "zoo {} {} {} run {}: {why}",
                         cell.name,
                         cell.wan.label(),
-                        impls[i].flag(),
+                        impls[i].name(),
                         run + 1,
                     );
                 }
                 tallies[i].add(&outcome);
             }
         }
-        let [mut ours, mut tcp] = tallies;
-        let (tcp_direct, tcp_median) = if impls.len() == 2 {
-            (tcp.direct.to_string(), tcp.median())
+        let tally = |which: Impl| impls.iter().position(|i| *i == which);
+        let mut column = |which: Impl| match tally(which) {
+            Some(i) => (tallies[i].direct.to_string(), tallies[i].median()),
+            None => ("n/a".to_string(), "n/a".to_string()),
+        };
+        let (ours_direct, ours_median) = column(Impl::Reuseport);
+        let (tcp_direct, tcp_median) = column(Impl::Libp2pTcp);
+        let extra = if retries_off {
+            let (direct, median) = column(Impl::ReuseportNoRetry);
+            format!(" {direct} | {median} |")
         } else {
-            ("n/a".to_string(), "n/a".to_string())
+            String::new()
         };
         let permits = match cell.expect {
             Expect::Punch(addr) => format!("yes ({addr})"),
             Expect::Race(addr) => format!("if the SYNs cross ({addr})"),
             Expect::None => "no".into(),
         };
-        let ours_median = ours.median();
         let row = format!(
-            "| {} | {} | {runs} | {} | {tcp_direct} | {ours_median} | {tcp_median} | {permits} |",
+            "| {} | {} | {runs} | {ours_direct} | {tcp_direct} | {ours_median} | {tcp_median} |\
+             {extra} {permits} |",
             cell.name,
             cell.wan.label(),
-            ours.direct,
         );
         println!("{row}   ({:.0} s)", started.elapsed().as_secs_f64());
         table.push(row);
         // Against libp2p-tcp only with enough runs to tell: in 2 runs, one punch in a cell
         // where each side punches half the time is chance, not a difference.
-        let compared = impls.len() == 2 && runs >= COMPARED_FROM;
-        if let Some(why) = judge(cell, runs, &ours, &tcp, compared) {
+        let compared = tally(Impl::Libp2pTcp).is_some() && runs >= COMPARED_FROM;
+        let none = Tally::default();
+        let ours = &tallies[0];
+        let tcp = tally(Impl::Libp2pTcp).map_or(&none, |i| &tallies[i]);
+        if let Some(why) = judge(cell, runs, ours, tcp, compared) {
             failures.push(format!("{} {}: {why}", cell.name, cell.wan.label()));
         }
     }
