@@ -198,8 +198,8 @@ struct Pair {
 /// What the NATs of a pair permit, by the laws the zoo's cells prove.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Permit {
-    /// A hole punch (behind a port-translating NAT only with this crate's `Identify`: see the
-    /// zoo's `port-translating` cell).
+    /// A hole punch (behind a port-translating NAT, rust-libp2p only with this crate's
+    /// `Identify`: see the zoo's `port-translating` cell).
     Punch,
     /// A NAT answers with RST and the relay is not as far from one side as from the other:
     /// DCUtR's timing says nothing about the path between the NATs, so a punch needs the SYNs
@@ -252,7 +252,7 @@ impl Pair {
         }
     }
 
-    /// Whether only this crate can punch it: a port-translating NAT on either side.
+    /// Whether libp2p-tcp cannot punch it: a port-translating NAT on either side.
     fn translating(&self) -> bool {
         [self.a, self.b]
             .iter()
@@ -946,7 +946,8 @@ pub fn run(sizes: &[usize], seed: u64) -> Vec<String> {
         lines.push(format!(
             "ceiling: the NATs permit a punch in {} ({races} of them only if the SYNs cross: \
              RST and relay paths of unequal length; {translating} behind a port-translating \
-             NAT, which only this crate's Identify punches); symmetric on a side: {}",
+             NAT, which rust-libp2p punches only with this crate's Identify, as the zoo's \
+             port-translating cell shows); symmetric on a side: {}",
             share(permitted.len(), size),
             size - permitted.len()
         ));
