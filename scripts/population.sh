@@ -10,7 +10,8 @@
 #   sudo ./scripts/population.sh --pairs 6            # the short version
 #   sudo ./scripts/population.sh --pairs 10,50,100    # 10, then 50, then 100 pairs at once
 #
-# Options: --pairs N[,N...] (default 50; at most 250), --seed S (default 1). It runs
+# Options: --pairs N[,N...] (default 50; at most 250), --seed S (default 1), --release (the rust
+# nodes built with optimisations, as go's are; by default cargo's debug profile). It runs
 # `cargo test --test netns -- population ...` (tests/netns/population.rs) as root. The network
 # is built in Linux network namespaces (prefix rpt<pid>) and removed after each population; if
 # the run is interrupted (Ctrl-C, a failure), this script removes what is left. Traffic stays
@@ -21,11 +22,13 @@ cd "$(dirname "$0")/.."
 
 pairs=50
 seed=1
+profile=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --pairs) pairs=${2:?--pairs needs sizes}; shift 2 ;;
         --seed) seed=${2:?--seed needs a number}; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --release) profile=(--release); shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,5 +67,5 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cargo build --quiet --example holepunch
-LIBP2P_REUSEPORT_NETNS=1 cargo test --quiet --test netns -- population --pairs "$pairs" --seed "$seed"
+cargo build --quiet "${profile[@]}" --example holepunch
+LIBP2P_REUSEPORT_NETNS=1 cargo test --quiet "${profile[@]}" --test netns -- population --pairs "$pairs" --seed "$seed"

@@ -469,6 +469,8 @@ struct Cost {
     busy: f64,
     namespaces_left: usize,
     processes_left: usize,
+    /// Descriptors of the test process before the network was built and after it was gone.
+    own_fds_before: usize,
     own_fds_after: usize,
 }
 
@@ -617,7 +619,10 @@ const T: Duration = Duration::from_secs(10);
 
 /// One population on a fresh network with `transport`: the outcome of every pair and the cost.
 fn run_once(pairs: &[Pair], transport: Transport) -> (Vec<Outcome>, Cost) {
-    let mut cost = Cost::default();
+    let mut cost = Cost {
+        own_fds_before: fds("self"),
+        ..Cost::default()
+    };
     let started = Instant::now();
     let mut paths = Vec::new();
     for p in pairs {
@@ -850,6 +855,11 @@ fn run_once(pairs: &[Pair], transport: Transport) -> (Vec<Outcome>, Cost) {
     drop(bed);
     cost.teardown_s = tearing.elapsed().as_secs_f64();
     (cost.namespaces_left, cost.processes_left) = leftovers();
+    // The threads reading the nodes' output close their pipes once they have read the end.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while fds("self") > cost.own_fds_before && Instant::now() < settle {
+        thread::sleep(Duration::from_millis(100));
+    }
     cost.own_fds_after = fds("self");
     let outcomes = outcomes
         .into_iter()
@@ -925,9 +935,10 @@ pub fn run(sizes: &[usize], seed: u64) -> Vec<String> {
         "| pairs at once | transport | direct | of pairs whose NATs permit | broken | median ms \
          circuit→direct | peak fds, all nodes | peak fds, relay | peak fds, test process \
          | CPU s, nodes | CPU s, delay line | machine busy while punching | build s | \
-         reservations s | punch s | teardown s | left: namespaces, processes |"
+         reservations s | punch s | teardown s | left: namespaces, processes | fds of the test \
+         process before → after |"
             .to_string(),
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
             .to_string(),
     ];
     let mut failures = Vec::new();
@@ -981,7 +992,7 @@ pub fn run(sizes: &[usize], seed: u64) -> Vec<String> {
                 .map_or("-".into(), |ms| format!("{ms:.0}"));
             let row = format!(
                 "| {size} | {} | {} | {} | {broken} | {median} | {} | {} | {} | {:.1} | {:.1} | \
-                 {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {}, {} |",
+                 {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {}, {} | {} → {} |",
                 transport.name(),
                 share(direct.len(), size),
                 share(direct_permitted, permitted.len()),
@@ -997,15 +1008,23 @@ pub fn run(sizes: &[usize], seed: u64) -> Vec<String> {
                 cost.teardown_s,
                 cost.namespaces_left,
                 cost.processes_left,
+                cost.own_fds_before,
+                cost.own_fds_after,
             );
             println!("{row}");
             scaling.push(row);
-            if cost.namespaces_left > 0 || cost.processes_left > 0 {
+            if cost.namespaces_left > 0
+                || cost.processes_left > 0
+                || cost.own_fds_after > cost.own_fds_before
+            {
                 failures.push(format!(
-                    "{size} pairs, {}: {} namespaces and {} processes left",
+                    "{size} pairs, {}: {} namespaces and {} processes left, the test process's \
+                     descriptors {} → {}",
                     transport.name(),
                     cost.namespaces_left,
-                    cost.processes_left
+                    cost.processes_left,
+                    cost.own_fds_before,
+                    cost.own_fds_after,
                 ));
             }
             for (k, o) in outcomes.iter().enumerate() {
