@@ -21,7 +21,9 @@
 //! 30 s), `--transport libp2p-tcp` runs the same node on rust-libp2p's own TCP transport
 //! (`SwarmBuilder::with_tcp`, which reuses ports as it does by default) for comparison,
 //! `--rst-retry-ms MS` sets this crate's `Config::rst_retry_window` (0: a refused dial is not
-//! retried).
+//! retried). The relay takes `--listen` more than once (IPv4 and IPv6, say), and
+//! `--max-reservations N` and `--max-circuits N` raise its limits (libp2p-relay's defaults, 128
+//! reservations and 16 circuits at a time, are a small relay's; a public relay serves more).
 
 use std::{
     collections::HashSet,
@@ -61,6 +63,8 @@ enum Mode {
 struct Args {
     mode: Mode,
     listen: Multiaddr,
+    /// More addresses to listen on (`--listen` given more than once).
+    more_listen: Vec<Multiaddr>,
     relay: Option<Multiaddr>,
     peer: Option<PeerId>,
     seed: Option<u8>,
@@ -69,6 +73,9 @@ struct Args {
     rst_retry: Option<Duration>,
     timeout: Duration,
     transport: Tcp,
+    /// The relay's limits: reservations and circuits at a time; libp2p-relay's when `None`.
+    max_reservations: Option<usize>,
+    max_circuits: Option<usize>,
 }
 
 /// Which TCP transport the node runs on.
@@ -83,7 +90,8 @@ enum Tcp {
 const USAGE: &str = "usage: holepunch relay --listen <multiaddr> [--seed N]
        holepunch listen --relay <relay multiaddr/p2p/id> [--listen <multiaddr>] [options]
        holepunch dial --relay <relay multiaddr/p2p/id> --peer <peer id> [--listen <multiaddr>] [options]
-options: --seed N, --no-reuse, --timeout SECONDS, --transport reuseport|libp2p-tcp, --rst-retry-ms MS";
+options: --seed N, --no-reuse, --timeout SECONDS, --transport reuseport|libp2p-tcp, --rst-retry-ms MS
+relay options: --listen more than once, --max-reservations N, --max-circuits N";
 
 fn args() -> Result<Args, String> {
     let mut iter = std::env::args().skip(1);
@@ -96,6 +104,7 @@ fn args() -> Result<Args, String> {
     let mut args = Args {
         mode,
         listen: "/ip4/0.0.0.0/tcp/4001".parse().expect("valid"),
+        more_listen: Vec::new(),
         relay: None,
         peer: None,
         seed: None,
@@ -103,7 +112,10 @@ fn args() -> Result<Args, String> {
         rst_retry: None,
         timeout: Duration::from_secs(30),
         transport: Tcp::Reuseport,
+        max_reservations: None,
+        max_circuits: None,
     };
+    let mut listens = Vec::new();
     while let Some(flag) = iter.next() {
         if flag == "--no-reuse" {
             args.reuse = false;
@@ -114,7 +126,11 @@ fn args() -> Result<Args, String> {
             .ok_or(format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
-            "--listen" => args.listen = value.parse().map_err(|e| bad(&e))?,
+            "--listen" => listens.push(value.parse().map_err(|e| bad(&e))?),
+            "--max-reservations" => {
+                args.max_reservations = Some(value.parse().map_err(|e| bad(&e))?)
+            }
+            "--max-circuits" => args.max_circuits = Some(value.parse().map_err(|e| bad(&e))?),
             "--relay" => args.relay = Some(value.parse().map_err(|e| bad(&e))?),
             "--peer" => args.peer = Some(value.parse().map_err(|e| bad(&e))?),
             "--seed" => args.seed = Some(value.parse().map_err(|e| bad(&e))?),
@@ -133,6 +149,19 @@ fn args() -> Result<Args, String> {
             }
             _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
         }
+    }
+    let mut listens = listens.into_iter();
+    if let Some(first) = listens.next() {
+        args.listen = first;
+    }
+    args.more_listen = listens.collect();
+    if mode != Mode::Relay && !args.more_listen.is_empty() {
+        return Err(format!("--listen more than once: only the relay\n{USAGE}"));
+    }
+    if mode != Mode::Relay && (args.max_reservations.is_some() || args.max_circuits.is_some()) {
+        return Err(format!(
+            "--max-reservations, --max-circuits: only the relay\n{USAGE}"
+        ));
     }
     if mode != Mode::Relay && args.relay.is_none() {
         return Err(format!("--relay is required\n{USAGE}"));
@@ -158,9 +187,16 @@ fn keypair(seed: Option<u8>) -> identity::Keypair {
 
 fn swarm(args: &Args) -> Result<Swarm<Behaviour>, Box<dyn Error>> {
     let mode = args.mode;
+    let mut relay_config = relay::Config::default();
+    if let Some(max) = args.max_reservations {
+        relay_config.max_reservations = max;
+    }
+    if let Some(max) = args.max_circuits {
+        relay_config.max_circuits = max;
+    }
     let behaviour = move |key: &identity::Keypair, relay_client| {
         let id = key.public().to_peer_id();
-        let relay = relay::Behaviour::new(id, relay::Config::default());
+        let relay = relay::Behaviour::new(id, relay_config);
         Behaviour {
             relay: Some(relay).filter(|_| mode == Mode::Relay).into(),
             relay_client: Some(relay_client).filter(|_| mode != Mode::Relay).into(),
@@ -241,6 +277,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let say = |line: String| println!("{name}: {line}");
     say(format!("peer {}", swarm.local_peer_id()));
     swarm.listen_on(args.listen.clone())?;
+    for addr in &args.more_listen {
+        swarm.listen_on(addr.clone())?;
+    }
     if args.mode == Mode::Relay {
         return run_relay(swarm, say).await;
     }

@@ -355,6 +355,48 @@ impl Bed {
         }
     }
 
+    /// A WAN through the delay line with a path of its own between each of `paths`' two roles
+    /// (both ways), `other` between any other two ports and `loss` everywhere: for networks
+    /// whose roles are made up at run time (the population), where [`Wan::Paths`] wants them
+    /// fixed.
+    pub fn with_paths(other: Leg, loss: f64, paths: &[(String, String, Leg)]) -> Self {
+        let mut args = vec![
+            "--delay-ms".to_string(),
+            other.delay_ms.to_string(),
+            "--jitter-ms".to_string(),
+            other.jitter_ms.to_string(),
+            "--loss".to_string(),
+            loss.to_string(),
+        ];
+        for (a, b, leg) in paths {
+            args.push("--path".into());
+            args.push(format!("{a}:{b}:{}:{}", leg.delay_ms, leg.jitter_ms));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut net = Net::new();
+        let wan_ns = net.ns("wan");
+        let exe = std::env::current_exe().expect("test binary");
+        let mut proc = Proc::spawn(
+            &wan_ns,
+            "delay line",
+            &exe,
+            &args,
+            &[("NETNS_ROLE", "delayline")],
+        );
+        proc.expect("READY", Duration::from_secs(10));
+        Self {
+            delay_line: Some(proc),
+            net,
+            wan_ns,
+            next_port: 0,
+        }
+    }
+
+    /// The delay line's process id, if the WAN is one.
+    pub fn delay_line_pid(&self) -> Option<u32> {
+        self.delay_line.as_ref().map(Proc::pid)
+    }
+
     /// Attaches `dev` of `ns` (of `role`) to `uplink`.
     fn attach(&mut self, uplink: Uplink<'_>, role: &str, ns: &str, dev: &str) {
         let k = self.next_port;

@@ -10,7 +10,8 @@
 //! `--cell NAME` and `--wan WAN,WAN` select the zoo's runs, cells and WANs (by one-way delay in
 //! ms, or by the name of a WAN with per-path delays, `asym` for all of those; default: 2 runs
 //! of every cell at 0 and 20 ms, the short version CI runs; `scripts/natzoo.sh` runs the full
-//! matrix).
+//! matrix). The population of NAT pairs (`population.rs`, `scripts/population.sh`) runs only
+//! when named: `population [--pairs N,N...] [--seed S]` (default: 6 pairs, seed 1).
 //!
 //! The same binary is the node the scenarios start inside the namespaces (`NETNS_ROLE=node`)
 //! and the delay line (`NETNS_ROLE=delayline`).
@@ -32,6 +33,8 @@ mod go_peer;
 mod net;
 #[cfg(target_os = "linux")]
 mod node;
+#[cfg(target_os = "linux")]
+mod population;
 #[cfg(target_os = "linux")]
 mod proc;
 #[cfg(target_os = "linux")]
@@ -86,13 +89,15 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `[SCENARIO...] [--runs N] [--cell NAME]... [--wan WAN,WAN...]`; options cargo's test harness
-/// passes (such as `--nocapture`) are ignored.
+/// `[SCENARIO...] [--runs N] [--cell NAME]... [--wan WAN,WAN...] [--pairs N,N...] [--seed S]`;
+/// options cargo's test harness passes (such as `--nocapture`) are ignored.
 #[cfg(target_os = "linux")]
 fn options() -> Result<scenarios::Options, String> {
     let mut options = scenarios::Options {
         runs: DEFAULT_ZOO_RUNS,
         wans: DEFAULT_ZOO_WANS.iter().map(|w| w.to_string()).collect(),
+        pairs: DEFAULT_POPULATION.to_vec(),
+        seed: 1,
         ..Default::default()
     };
     let mut args = std::env::args().skip(1);
@@ -104,6 +109,28 @@ fn options() -> Result<scenarios::Options, String> {
                     .and_then(|n| n.parse().ok())
                     .filter(|n| *n > 0)
                     .ok_or("--runs needs a positive number")?;
+            }
+            "--pairs" => {
+                options.pairs = args
+                    .next()
+                    .ok_or("--pairs needs sizes, e.g. 6 or 10,50,100")?
+                    .split(',')
+                    .map(|n| {
+                        n.parse()
+                            .ok()
+                            .filter(|n| (1..=population::MAX_PAIRS).contains(n))
+                    })
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or(format!(
+                        "--pairs needs sizes from 1 to {}",
+                        population::MAX_PAIRS
+                    ))?;
+            }
+            "--seed" => {
+                options.seed = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--seed needs a number")?;
             }
             "--cell" => options
                 .cells
@@ -126,6 +153,10 @@ fn options() -> Result<scenarios::Options, String> {
 /// (20 runs, 0, 20 and 60 ms).
 const DEFAULT_ZOO_RUNS: usize = 2;
 const DEFAULT_ZOO_WANS: [&str; 2] = ["0", "20"];
+
+/// The population's size when `--pairs` is not given: the short version, cheap enough for CI.
+/// `scripts/population.sh` runs 50 pairs, and 10, 50 and 100 at once with `--pairs 10,50,100`.
+const DEFAULT_POPULATION: [usize; 1] = [6];
 
 /// Root, `ip` and `nft` present.
 #[cfg(target_os = "linux")]

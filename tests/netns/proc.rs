@@ -73,6 +73,11 @@ impl Proc {
         &self.name
     }
 
+    /// The process id (the program's own: `ip netns exec` and `setpriv` exec it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends one command line.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");

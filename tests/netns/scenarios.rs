@@ -9,6 +9,7 @@ use std::{
 use crate::{
     bed::{Bed, Leg, Rules, TwoNats, Uplink, Wan, WanPath},
     net::{self, Net},
+    population,
     proc::{Proc, field},
     zoo,
 };
@@ -26,6 +27,9 @@ pub struct Options {
     pub cells: Vec<String>,
     /// The zoo's WANs by key: the one-way delay in ms, or the name of a WAN with per-path delays.
     pub wans: Vec<String>,
+    /// The population's sizes, one population each, and the seed of its draw.
+    pub pairs: Vec<usize>,
+    pub seed: u64,
 }
 
 pub fn run(options: &Options) -> ExitCode {
@@ -33,7 +37,9 @@ pub fn run(options: &Options) -> ExitCode {
     let cells = options.cells.clone();
     let wans = options.wans.clone();
     let zoo_scenario = move || zoo_table(runs, &cells, &wans);
-    let all: [(&str, Scenario); 10] = [
+    let (pairs, seed) = (options.pairs.clone(), options.seed);
+    let population_scenario = move || population::run(&pairs, seed);
+    let all: [(&str, Scenario); 11] = [
         ("delayline", Box::new(delay_line_accuracy)),
         ("observed", Box::new(observed_address)),
         ("multihomed", Box::new(multihomed)),
@@ -44,11 +50,17 @@ pub fn run(options: &Options) -> ExitCode {
         ("claimed", Box::new(claimed_crossing)),
         ("temporary", Box::new(temporary_addresses)),
         ("zoo", Box::new(zoo_scenario)),
+        ("population", Box::new(population_scenario)),
     ];
+    // The population runs only when named: it is long, and CI runs the others.
+    let on_request = ["population"];
     let wanted = &options.scenarios;
     let mut failed = Vec::new();
     for (name, scenario) in all {
         if !wanted.is_empty() && !wanted.iter().any(|w| name.contains(w.as_str())) {
+            continue;
+        }
+        if on_request.contains(&name) && !wanted.iter().any(|w| w == name) {
             continue;
         }
         println!("=== netns {name} ===");
