@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     multiaddr::to_multiaddr,
     origin::PortOrigin,
-    port_reuse::{Admission, Registration, ReuseTable},
+    port_reuse::{Accepted, Backlog, Lease, Registration, ReuseTable},
     stream::OnDrop,
     transport::Bound,
 };
@@ -60,13 +60,21 @@ pub(crate) trait Accept: Unpin {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(tokio::net::TcpStream, SocketAddr)>>;
+
+    /// The next connection a dial took in from the socket's backlog and admitted to the
+    /// port-reuse table (see [`Backlog`]), or an error to report as a `ListenerError`. Sources
+    /// whose backlog no dial drains have none.
+    fn poll_taken(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<Accepted>> {
+        Poll::Pending
+    }
 }
 
 /// A listening socket of the listener's own, registered for port reuse (and listed for the
-/// diagnostics) while it lives.
+/// diagnostics) while it lives. The dials that leave from its address take in its waiting
+/// connections through the shared [`Backlog`].
 pub(crate) struct OwnSocket {
-    socket: tokio::net::TcpListener,
-    _registration: Option<Registration>,
+    backlog: Arc<Backlog>,
+    registration: Option<Registration>,
     _listening: diagnostics::Listening,
     backoff: Backoff,
 }
@@ -74,9 +82,12 @@ pub(crate) struct OwnSocket {
 impl OwnSocket {
     /// A bound, listening socket, with its registration and its diagnostics entry.
     pub(crate) fn new(bound: Bound) -> Self {
+        let backlog = Arc::new(Backlog::new(bound.socket, bound.addr));
         Self {
-            socket: bound.socket,
-            _registration: bound.registration,
+            registration: bound
+                .registration
+                .map(|registration| registration.with_backlog(backlog.clone())),
+            backlog,
             _listening: bound.listening,
             backoff: Backoff::default(),
         }
@@ -88,7 +99,14 @@ impl Accept for OwnSocket {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(tokio::net::TcpStream, SocketAddr)>> {
-        self.backoff.poll_accept(&self.socket, cx)
+        self.backoff.poll_accept(self.backlog.socket(), cx)
+    }
+
+    fn poll_taken(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted>> {
+        match self.registration {
+            Some(_) => self.backlog.poll_taken(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -163,6 +181,37 @@ struct Open<A> {
     pairs: Option<Pairs>,
     /// Where accepted connections are tracked while they live.
     metrics: Metrics,
+}
+
+impl<A> Open<A> {
+    /// The event for an accepted connection, its pair held by `lease` (when port reuse is on).
+    fn incoming(
+        &self,
+        listener_id: ListenerId,
+        io: tokio::net::TcpStream,
+        local: SocketAddr,
+        remote: SocketAddr,
+        lease: Option<Lease>,
+    ) -> Event {
+        let tracked = self
+            .metrics
+            .track(PortOrigin::Accepted, || Some(local), remote);
+        let stream = match (&self.pairs, lease) {
+            (Some(pairs), Some(lease)) => TcpStream::accepted(
+                io,
+                Some((lease, pairs.reaper.clone())),
+                pairs.on_drop,
+                tracked,
+            ),
+            _ => TcpStream::accepted(io, None, OnDrop::Close, tracked),
+        };
+        TransportEvent::Incoming {
+            listener_id,
+            upgrade: future::ready(Ok(stream)),
+            local_addr: to_multiaddr(local),
+            send_back_addr: to_multiaddr(remote),
+        }
+    }
 }
 
 impl<A: Accept> Listener<A> {
@@ -271,7 +320,26 @@ impl<A: Accept> Listener<A> {
         let Some(open) = self.open.as_mut() else {
             return Poll::Pending;
         };
-        let (mut io, remote) = match open.source.poll_accept(cx) {
+        // What dials took in first: it was waiting before what the socket holds now.
+        match open.source.poll_taken(cx) {
+            Poll::Ready(Ok(taken)) => {
+                let Accepted {
+                    io,
+                    local,
+                    remote,
+                    lease,
+                } = taken;
+                return Poll::Ready(open.incoming(self.id, io, local, remote, Some(lease)));
+            }
+            Poll::Ready(Err(error)) => {
+                return Poll::Ready(TransportEvent::ListenerError {
+                    listener_id: self.id,
+                    error,
+                });
+            }
+            Poll::Pending => {}
+        }
+        let (io, remote) = match open.source.poll_accept(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(accepted)) => accepted,
             Poll::Ready(Err(e)) => {
@@ -302,43 +370,18 @@ impl<A: Accept> Listener<A> {
             self.addr
         };
         tracing::trace!(listener = %self.id, %local, %remote, "accepted");
-        let track = || {
-            open.metrics
-                .track(PortOrigin::Accepted, || Some(local), remote)
+        let (io, lease) = match &open.pairs {
+            Some(pairs) => match pairs.table.take_in(io, local, remote) {
+                Some((io, lease)) => (io, Some(lease)),
+                None => {
+                    // Handed to the dial that claimed its pair: poll again for the next one.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            },
+            None => (io, None),
         };
-        let stream = match &open.pairs {
-            Some(pairs) => {
-                let lease = match pairs.table.admit(local, remote) {
-                    Admission::Accepted(lease) => lease,
-                    Admission::Claimed(dial) => match dial.send(io) {
-                        Ok(()) => {
-                            tracing::debug!(listener = %self.id, %local, %remote, "accepted connection handed to the dial that claimed its pair");
-                            // Poll again for the next connection.
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        // The dial is gone: report the connection after all.
-                        Err(back) => {
-                            io = back;
-                            pairs.table.accepted(local, remote)
-                        }
-                    },
-                };
-                TcpStream::accepted(
-                    io,
-                    Some((lease, pairs.reaper.clone())),
-                    pairs.on_drop,
-                    track(),
-                )
-            }
-            None => TcpStream::accepted(io, None, OnDrop::Close, track()),
-        };
-        Poll::Ready(TransportEvent::Incoming {
-            listener_id: self.id,
-            upgrade: future::ready(Ok(stream)),
-            local_addr: to_multiaddr(local),
-            send_back_addr: to_multiaddr(remote),
-        })
+        Poll::Ready(open.incoming(self.id, io, local, remote, lease))
     }
 }
 

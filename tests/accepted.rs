@@ -86,6 +86,55 @@ async fn a_dial_back_passes_over_the_pair_of_an_accepted_connection() {
     }
 }
 
+/// B's connection to A waits in the kernel's accept queue of A's listener (A's transport is not
+/// polled): A's dial to B from that listening port would be the same 4-tuple. The dial takes
+/// the waiting connection in first, passes over its pair (`Busy`, no refused system call), and
+/// A's listener then reports the connection as accepted.
+#[tokio::test]
+async fn a_dial_passes_over_the_pair_of_a_connection_not_yet_accepted() {
+    if !port_sharing_here("a_dial_passes_over_the_pair_of_a_connection_not_yet_accepted") {
+        return;
+    }
+    let cases = [
+        ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0"),
+        ("/ip6/::1/tcp/0", "/ip6/::1/tcp/0"),
+        ("/ip4/0.0.0.0/tcp/0", "/ip4/127.0.0.1/tcp/0"),
+    ];
+    for (a_listen, b_listen) in cases {
+        let (mut a, mut b) = (transport(), transport());
+        let table = a.reuse_table();
+        let (_, a_addr) = listen(&mut a, a_listen).await;
+        let (_, b_addr) = listen(&mut b, b_listen).await;
+        // B's dial completes in the kernel; A has not accepted it.
+        let b_dialed = dial(&mut b, a_addr, PortUse::Reuse)
+            .await
+            .expect("B's dial");
+        assert_eq!(b_dialed.port_origin(), PortOrigin::Reused, "{a_listen}");
+        assert_eq!(
+            table.accepted_connections(),
+            0,
+            "{a_listen}: not yet accepted"
+        );
+
+        let a_dialed = dial(&mut a, b_addr, PortUse::Reuse)
+            .await
+            .expect("A's dial");
+        assert_eq!(a_dialed.port_origin(), BUSY, "{a_listen}");
+        assert_eq!(table.accepted_connections(), 1, "{a_listen}: taken in");
+        let (a_accepted, local, send_back) = accept(&mut a).await;
+        assert_eq!(
+            (local, send_back),
+            (a_addr, b_addr),
+            "{a_listen}: the listener reports the connection the dial took in"
+        );
+        assert_eq!(a_accepted.port_origin(), PortOrigin::Accepted);
+        println!(
+            "{a_listen}: with B's connection from {b_addr} waiting on {a_addr}, A's dial to B \
+             passed over the pair (Busy) and A's listener reported the connection"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_dial_back_takes_the_next_listening_address() {
     if !port_sharing_here("a_dial_back_takes_the_next_listening_address") {

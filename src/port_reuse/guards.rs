@@ -7,25 +7,46 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use futures::channel::oneshot;
 
 use super::{
-    ReuseTable,
+    Backlog, ReuseTable,
     table::{Endpoint, Pair, PairKey, RemoteClosed},
 };
 
-/// Keeps a listening address registered; unregisters it when dropped.
+/// Keeps a listening address registered, with the listener's backlog if it has one;
+/// unregisters it when dropped.
 pub(crate) struct Registration {
     pub(super) table: ReuseTable,
     pub(super) addr: SocketAddr,
+    pub(super) backlog: Option<Arc<Backlog>>,
+}
+
+impl Registration {
+    /// Lets the dials that leave from this address take in the connections waiting in
+    /// `backlog` (see [`Backlog`]), for as long as the registration lives.
+    pub(crate) fn with_backlog(mut self, backlog: Arc<Backlog>) -> Self {
+        if let Some(registered) = self.table.lock().listeners.get_mut(&self.addr) {
+            registered.backlogs.push(backlog.clone());
+        }
+        self.backlog = Some(backlog);
+        self
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.table.lock().unregister(self.addr);
+        let mut table = self.table.lock();
+        if let Some(backlog) = &self.backlog
+            && let Some(registered) = table.listeners.get_mut(&self.addr)
+        {
+            registered.backlogs.retain(|b| !Arc::ptr_eq(b, backlog));
+        }
+        table.unregister(self.addr);
         tracing::trace!(addr = %self.addr, "unregistered from port reuse");
     }
 }

@@ -12,8 +12,11 @@
 //! - `table`: the data and the choice of a source;
 //! - `guards`: the [`Registration`] of a listener, the [`Lease`] of a pair and a dial's
 //!   [`Claim`] on a connection its listener accepts, released on drop;
+//! - `backlog`: a listener's [`Backlog`], the connections waiting on its socket, which a dial
+//!   takes in before it chooses its pair;
 //! - `tests`, `tests_accepted`: unit tests, the latter for the pairs of accepted connections.
 
+mod backlog;
 mod guards;
 mod table;
 #[cfg(test)]
@@ -30,11 +33,14 @@ use std::{
 
 use crate::{origin::Fallback, route, sys};
 
-pub(crate) use self::guards::{Claim, Lease, Registration};
 use self::table::{Endpoint, Pair, Table};
+pub(crate) use self::{
+    backlog::{Accepted, Backlog},
+    guards::{Claim, Lease, Registration},
+};
 
 /// What becomes of an accepted connection ([`ReuseTable::admit`]).
-pub(crate) enum Admission {
+enum Admission {
     /// The listener reports it; the lease holds its pair.
     Accepted(Lease),
     /// A dial on the same pair claimed it: send it there (it comes back if that dial is gone).
@@ -163,16 +169,41 @@ impl ReuseTable {
         Registration {
             table: self.clone(),
             addr,
+            backlog: None,
         }
     }
 
     /// Picks the source address for a dial to `remote` from `source` (see [`Self::source_ip`])
     /// and marks the pair open until the returned lease is dropped.
+    ///
+    /// Before a listening address is taken, the connections waiting on its listeners' sockets
+    /// are taken in ([`Backlog::drain`]): one of them may hold the very pair, which the kernel
+    /// would refuse, and the choice then passes over it to the next candidate.
     pub(crate) fn reserve(&self, remote: SocketAddr, source: IpAddr) -> Result<Lease, Fallback> {
-        let mut table = self.lock();
-        table.expire();
-        let local = table.select(remote, source)?;
-        Ok(self.lease(table, local, remote, Pair::Open))
+        let mut drained: Vec<SocketAddr> = Vec::new();
+        loop {
+            let mut table = self.lock();
+            table.expire();
+            let local = table.select(remote, source)?;
+            let backlogs = if drained.contains(&local) {
+                Vec::new()
+            } else {
+                table.backlogs(local)
+            };
+            if backlogs.is_empty() {
+                return Ok(self.lease(table, local, remote, Pair::Open));
+            }
+            drop(table);
+            drained.push(local);
+            let (local_key, remote_key) = (Endpoint::from(local), Endpoint::from(remote));
+            let mut taken = false;
+            for backlog in backlogs {
+                taken |= backlog.drain(self, local_key, remote_key);
+            }
+            if taken {
+                tracing::debug!(%local, %remote, "a connection waiting on the listener holds the pair, passing over it");
+            }
+        }
     }
 
     /// Marks the pair of a connection the listener on `local` accepted from `remote` open until
@@ -189,7 +220,7 @@ impl ReuseTable {
     /// What to do with a connection the listener on `local` accepted from `remote`: hand it to
     /// the dial that claimed the pair ([`Lease::claim`]), or hold its pair as
     /// [`Self::accepted`] does.
-    pub(crate) fn admit(&self, local: SocketAddr, remote: SocketAddr) -> Admission {
+    fn admit(&self, local: SocketAddr, remote: SocketAddr) -> Admission {
         let mut table = self.lock();
         if !table.claims.is_empty()
             && let Some(dial) = table.claims.remove(&(local.into(), remote.into()))
@@ -197,6 +228,27 @@ impl ReuseTable {
             return Admission::Claimed(dial);
         }
         Admission::Accepted(self.lease(table, local, remote, Pair::Accepted))
+    }
+
+    /// Admits a connection the listener on `local` accepted from `remote` ([`Self::admit`]):
+    /// hands it to the dial that claimed its pair and returns `None`, or returns it with the
+    /// lease that holds its pair (also when the claiming dial is gone).
+    pub(crate) fn take_in(
+        &self,
+        io: tokio::net::TcpStream,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<(tokio::net::TcpStream, Lease)> {
+        match self.admit(local, remote) {
+            Admission::Accepted(lease) => Some((io, lease)),
+            Admission::Claimed(dial) => match dial.send(io) {
+                Ok(()) => {
+                    tracing::debug!(%local, %remote, "accepted connection handed to the dial that claimed its pair");
+                    None
+                }
+                Err(io) => Some((io, self.accepted(local, remote))),
+            },
+        }
     }
 
     /// Records (local, remote) as `pair` under a new lease number and hands out its lease.

@@ -12,6 +12,7 @@ use std::{
 
 use futures::channel::oneshot;
 
+use super::Backlog;
 use crate::origin::Fallback;
 
 /// An address as the table keys pairs by: the IP and the port. IPv6's flow label and scope id,
@@ -95,10 +96,12 @@ impl Default for Table {
     }
 }
 
-#[derive(Clone, Copy)]
 pub(super) struct Registered {
     refs: usize,
     pub(super) seq: u64,
+    /// The listening sockets registered at this address whose waiting connections a dial takes
+    /// in before it leaves from the address (see [`Backlog`]).
+    pub(super) backlogs: Vec<Arc<Backlog>>,
 }
 
 /// The state of a (local, remote) pair held by a connection on a listening address, with the
@@ -156,7 +159,14 @@ impl Table {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.listeners.insert(addr, Registered { refs: 1, seq });
+        self.listeners.insert(
+            addr,
+            Registered {
+                refs: 1,
+                seq,
+                backlogs: Vec::new(),
+            },
+        );
         self.per_family[family(addr.ip())] += 1;
         self.by_ip
             .entry(addr.ip())
@@ -218,6 +228,17 @@ impl Table {
                 self.pairs.remove(&key);
             }
         }
+    }
+
+    /// The backlogs of the listeners a dial leaving from `local` shares its port with: the
+    /// listener bound to `local` and the wildcard listener on its port.
+    pub(super) fn backlogs(&self, local: SocketAddr) -> Vec<Arc<Backlog>> {
+        let wildcard = SocketAddr::new(unspecified(local.ip()), local.port());
+        [local, wildcard]
+            .iter()
+            .filter_map(|addr| self.listeners.get(addr))
+            .flat_map(|registered| registered.backlogs.iter().cloned())
+            .collect()
     }
 
     /// Whether any listener of `ip`'s family is registered.
