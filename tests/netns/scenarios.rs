@@ -224,30 +224,9 @@ fn multihomed() -> Vec<String> {
     report
 }
 
-/// The output of `ip -n <ns> <args>`.
-fn ip_output(ns: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("ip runs");
-    assert!(output.status.success(), "ip -n {ns} {args:?}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The IPv6 temporary addresses of `dev` in `ns`, newest first.
-fn temporary(ns: &str, dev: &str) -> Vec<String> {
-    ip_output(ns, &["-6", "-o", "addr", "show", "dev", dev, "temporary"])
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(3))
-        .filter_map(|cidr| cidr.split('/').next())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The source address the kernel picks for a connection from `ns` to `remote`.
 fn kernel_source(ns: &str, remote: &str) -> String {
-    let route = ip_output(ns, &["-6", "route", "get", remote]);
+    let route = net::ip_output(ns, &["-6", "route", "get", remote]);
     let mut words = route.split_whitespace();
     words.find(|w| *w == "src");
     words.next().expect("a source address").to_string()
@@ -283,7 +262,7 @@ fn temporary_addresses() -> Vec<String> {
         ],
     );
     net.addr(&y, "eth0", "2001:db8:7::2/64");
-    let first = wait_for(|| temporary(&x, "eth0").first().cloned());
+    let first = net::new_temporary(&x, "eth0", &[]);
     let mut peer = node(&y, "y");
     ask(&mut peer, "listen /ip6/2001:db8:7::2/tcp/5000", "LISTEN");
     ask(&mut peer, "listen /ip6/2001:db8:7::2/tcp/5001", "LISTEN");
@@ -298,7 +277,7 @@ fn temporary_addresses() -> Vec<String> {
     ] {
         let preferred = kernel_source(&x, "2001:db8:7::2");
         assert!(
-            temporary(&x, "eth0").contains(&preferred),
+            net::temporary_addrs(&x, "eth0").contains(&preferred),
             "the kernel prefers a temporary address: {preferred}"
         );
         let dialed = ask(&mut host, &format!("dial {remote} reuse"), "DIAL");
@@ -316,53 +295,10 @@ fn temporary_addresses() -> Vec<String> {
              from {from}, the ephemeral one from {fresh}"
         ));
         // Rotate: the temporary address is deprecated and the kernel makes the next one.
-        let old = temporary(&x, "eth0");
-        let current = format!("{preferred}/64");
-        net::run(
-            "ip",
-            &[
-                "-n",
-                &x,
-                "addr",
-                "change",
-                &current,
-                "dev",
-                "eth0",
-                "preferred_lft",
-                "0",
-                "valid_lft",
-                "600",
-            ],
-        );
-        net::run(
-            "ip",
-            &[
-                "-n",
-                &x,
-                "addr",
-                "change",
-                "2001:db8:7::1/64",
-                "dev",
-                "eth0",
-                "mngtmpaddr",
-            ],
-        );
-        wait_for(|| temporary(&x, "eth0").into_iter().find(|t| !old.contains(t)));
+        net::rotate_temporary(&x, "eth0", "2001:db8:7::1/64");
     }
     assert_ne!(kernel_source(&x, "2001:db8:7::2"), first, "rotated");
     report
-}
-
-/// Polls `f` every 50 ms until it gives a value, for at most 5 s.
-fn wait_for<V>(mut f: impl FnMut() -> Option<V>) -> V {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Two hosts on one link.
