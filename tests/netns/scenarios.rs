@@ -558,19 +558,7 @@ fn rst_retries() -> Vec<String> {
 }
 ",
     );
-    let syns = |port: u16| -> u64 {
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", &y, "nft", "list", "table", "inet", "syns"])
-            .output()
-            .expect("nft list");
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.lines()
-            .find(|l| l.contains(&format!("dport {port}")) && l.contains("counter"))
-            .and_then(|l| l.split("packets ").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter for {port}:\n{text}"))
-    };
+    let syns = |port: u16| counted(&y, "syns", &format!("dport {port}"));
     let mut peer = node(&y, "y");
     ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5001", "LISTEN");
     let mut report = Vec::new();
@@ -611,6 +599,36 @@ fn rst_retries() -> Vec<String> {
     report
 }
 
+/// Hosts x and y (with `x_addrs` and `y_addrs`) on the delay line, 1 ms each way, and
+/// `y_rules` (an nftables ruleset: y's firewall) loaded into y.
+fn firewalled_pair(x_addrs: &[&str], y_addrs: &[&str], y_rules: &str) -> (Bed, String, String) {
+    let mut bed = Bed::new(Wan::Shaped {
+        delay_ms: 1,
+        jitter_ms: 0,
+        loss: 0.0,
+    });
+    let x = bed.host("x", Uplink::Wan, x_addrs, &[]);
+    let y = bed.host("y", Uplink::Wan, y_addrs, &[]);
+    bed.nft(&y, y_rules);
+    (bed, x, y)
+}
+
+/// The packets counted by the first `counter` rule of nftables table `inet <table>` in `ns`
+/// whose line contains `rule` (`""`: the first counter).
+fn counted(ns: &str, table: &str, rule: &str) -> u64 {
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "table", "inet", table])
+        .output()
+        .expect("nft list");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find(|l| l.contains(rule) && l.contains("counter"))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter for `{rule}` in table inet {table}:\n{text}"))
+}
+
 /// A firewall that answers SYNs with ICMP "administratively prohibited" (`reject with icmpx`,
 /// as RFC 6092 asks of IPv6 home gateways) ends a dial as a RST does, with `EHOSTUNREACH` over
 /// IPv4 and `EACCES` over IPv6: a dial from a listening port refused four times that way gets
@@ -619,27 +637,11 @@ fn rst_retries() -> Vec<String> {
 /// error until the SYN's retransmission a second later. The control: with the window at zero,
 /// one SYN and the ICMP's error.
 fn icmp_rejections() -> Vec<String> {
-    let mut bed = Bed::new(Wan::Shaped {
-        delay_ms: 1,
-        jitter_ms: 0,
-        loss: 0.0,
-    });
-    let x = bed.host(
-        "x",
-        Uplink::Wan,
-        &["192.31.196.20/24", "2001:db8::20/64"],
-        &[],
-    );
-    let y = bed.host(
-        "y",
-        Uplink::Wan,
-        &["192.31.196.21/24", "2001:db8::21/64"],
-        &[],
-    );
     // Four SYNs of each family prohibited (IPv4 SYNs are 60 bytes, IPv6 ones 80), then the
     // listener's; port 5002 prohibits them all.
-    bed.nft(
-        &y,
+    let (bed, x, y) = firewalled_pair(
+        &["192.31.196.20/24", "2001:db8::20/64"],
+        &["192.31.196.21/24", "2001:db8::21/64"],
         "table inet fw {
   chain input {
     type filter hook input priority filter; policy accept;
@@ -651,19 +653,7 @@ fn icmp_rejections() -> Vec<String> {
 }
 ",
     );
-    let syns = || -> u64 {
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", &y, "nft", "list", "table", "inet", "fw"])
-            .output()
-            .expect("nft list");
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.lines()
-            .find(|l| l.contains("counter"))
-            .and_then(|l| l.split("packets ").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter:\n{text}"))
-    };
+    let syns = || counted(&y, "fw", "");
     // Linux answers a /64 neighbour with an ICMPv6 error at most every 250 ms
     // (`icmp.ratelimit`, scaled by the route's prefix): unlimited here.
     bed.sysctl(&y, "net.ipv6.icmp.ratelimit=0");
@@ -726,15 +716,9 @@ fn icmp_rejections() -> Vec<String> {
 /// so). The control: with the window at zero x's dial fails at once and its listener reports
 /// y's connection as accepted.
 fn claimed_crossing() -> Vec<String> {
-    let mut bed = Bed::new(Wan::Shaped {
-        delay_ms: 1,
-        jitter_ms: 0,
-        loss: 0.0,
-    });
-    let x = bed.host("x", Uplink::Wan, &["192.31.196.20/24"], &[]);
-    let y = bed.host("y", Uplink::Wan, &["192.31.196.21/24"], &[]);
-    bed.nft(
-        &y,
+    let (bed, x, y) = firewalled_pair(
+        &["192.31.196.20/24"],
+        &["192.31.196.21/24"],
         "table inet fw {
   chain input {
     type filter hook input priority filter; policy accept;
