@@ -273,6 +273,13 @@ impl Rules {
     }
 }
 
+/// The delay line's `--path` argument for the path between the WAN ports of roles `a` and `b`:
+/// `a:b:delay:jitter` both ways, `a>b:delay:jitter` from `a` to `b` only.
+fn path_arg(a: &str, b: &str, one_way: bool, leg: Leg) -> String {
+    let between = if one_way { ">" } else { ":" };
+    format!("{a}{between}{b}:{}:{}", leg.delay_ms, leg.jitter_ms)
+}
+
 fn masquerade(mapping: Mapping) -> &'static str {
     match mapping {
         Mapping::PortPreserving => "masquerade",
@@ -292,34 +299,57 @@ pub struct Bed {
 
 impl Bed {
     pub fn new(wan: Wan) -> Self {
-        let mut net = Net::new();
-        let wan_ns = net.ns("wan");
-        let (other, paths, loss) = match wan {
+        match wan {
             Wan::Bridge => {
+                let mut net = Net::new();
+                let wan_ns = net.ns("wan");
                 net.bridge(&wan_ns, "br0");
-                return Self {
+                Self {
                     delay_line: None,
                     net,
                     wan_ns,
                     next_port: 0,
-                };
+                }
             }
             Wan::Shaped {
                 delay_ms,
                 jitter_ms,
                 loss,
-            } => (
+            } => Self::with_delay_line(
                 Leg {
                     delay_ms,
                     jitter_ms,
                 },
-                &[][..],
                 loss,
+                &[],
             ),
             Wan::Paths {
                 paths, other, loss, ..
-            } => (other, paths, loss),
-        };
+            } => {
+                let paths: Vec<String> = paths
+                    .iter()
+                    .map(|p| path_arg(p.a, p.b, p.one_way, p.leg))
+                    .collect();
+                Self::with_delay_line(other, loss, &paths)
+            }
+        }
+    }
+
+    /// A WAN through the delay line with a path of its own between each of `paths`' two roles
+    /// (both ways), `other` between any other two ports and `loss` everywhere: for networks
+    /// whose roles are made up at run time (the population), where [`Wan::Paths`] wants them
+    /// fixed.
+    pub fn with_paths(other: Leg, loss: f64, paths: &[(String, String, Leg)]) -> Self {
+        let paths: Vec<String> = paths
+            .iter()
+            .map(|(a, b, leg)| path_arg(a, b, false, *leg))
+            .collect();
+        Self::with_delay_line(other, loss, &paths)
+    }
+
+    /// A WAN through the delay line, started in the WAN namespace: `other` between any two
+    /// ports, `loss` everywhere, and `paths` (its `--path` arguments, see [`path_arg`]).
+    fn with_delay_line(other: Leg, loss: f64, paths: &[String]) -> Self {
         let mut args = vec![
             "--delay-ms".to_string(),
             other.delay_ms.to_string(),
@@ -330,47 +360,7 @@ impl Bed {
         ];
         for path in paths {
             args.push("--path".into());
-            let between = if path.one_way { ">" } else { ":" };
-            args.push(format!(
-                "{}{between}{}:{}:{}",
-                path.a, path.b, path.leg.delay_ms, path.leg.jitter_ms
-            ));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let exe = std::env::current_exe().expect("test binary");
-        let mut proc = Proc::spawn(
-            &wan_ns,
-            "delay line",
-            &exe,
-            &args,
-            &[("NETNS_ROLE", "delayline")],
-        );
-        proc.expect("READY", Duration::from_secs(10));
-        let delay_line = Some(proc);
-        Self {
-            delay_line,
-            net,
-            wan_ns,
-            next_port: 0,
-        }
-    }
-
-    /// A WAN through the delay line with a path of its own between each of `paths`' two roles
-    /// (both ways), `other` between any other two ports and `loss` everywhere: for networks
-    /// whose roles are made up at run time (the population), where [`Wan::Paths`] wants them
-    /// fixed.
-    pub fn with_paths(other: Leg, loss: f64, paths: &[(String, String, Leg)]) -> Self {
-        let mut args = vec![
-            "--delay-ms".to_string(),
-            other.delay_ms.to_string(),
-            "--jitter-ms".to_string(),
-            other.jitter_ms.to_string(),
-            "--loss".to_string(),
-            loss.to_string(),
-        ];
-        for (a, b, leg) in paths {
-            args.push("--path".into());
-            args.push(format!("{a}:{b}:{}:{}", leg.delay_ms, leg.jitter_ms));
+            args.push(path.clone());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut net = Net::new();

@@ -7,6 +7,7 @@
 use std::{
     process::{Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
 };
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -49,6 +50,80 @@ pub fn run_with_input(program: &str, args: &[&str], input: &str) {
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The output of `ip -n <ns> <args>`, which must succeed.
+pub fn ip_output(ns: &str, args: &[&str]) -> String {
+    let output = Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .expect("ip runs");
+    assert!(output.status.success(), "ip -n {ns} {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The IPv6 temporary ("privacy") addresses of `dev` in `ns`, newest first.
+pub fn temporary_addrs(ns: &str, dev: &str) -> Vec<String> {
+    ip_output(ns, &["-6", "-o", "addr", "show", "dev", dev, "temporary"])
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (at most 5 s) until `dev` in `ns` has a temporary address not in `before`; returns it.
+pub fn new_temporary(ns: &str, dev: &str, before: &[String]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(new) = temporary_addrs(ns, dev)
+            .into_iter()
+            .find(|t| !before.contains(t))
+        {
+            return new;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new temporary address in {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Marks `stable` (`ip/len`, an address of `dev` in `ns`) `mngtmpaddr`, so that the kernel
+/// (with `use_tempaddr=2`) makes a temporary address in its prefix, and waits for the new one.
+pub fn manage_temporary(ns: &str, dev: &str, stable: &str) -> String {
+    let before = temporary_addrs(ns, dev);
+    ip_output(ns, &["addr", "change", stable, "dev", dev, "mngtmpaddr"]);
+    new_temporary(ns, dev, &before)
+}
+
+/// Rotates the temporary addresses of `dev` in `ns`, as the kernel does every day or so: the
+/// current ones deprecated, the next one made from `stable` (as in [`manage_temporary`]); waits
+/// for it and returns it.
+pub fn rotate_temporary(ns: &str, dev: &str, stable: &str) -> String {
+    // Taken first: deprecating the last preferred one may already make the next.
+    let before = temporary_addrs(ns, dev);
+    for addr in &before {
+        let cidr = format!("{addr}/64");
+        ip_output(
+            ns,
+            &[
+                "addr",
+                "change",
+                &cidr,
+                "dev",
+                dev,
+                "preferred_lft",
+                "0",
+                "valid_lft",
+                "600",
+            ],
+        );
+    }
+    ip_output(ns, &["addr", "change", stable, "dev", dev, "mngtmpaddr"]);
+    new_temporary(ns, dev, &before)
 }
 
 /// Deletes namespaces left by runs whose process no longer exists, and the processes still

@@ -224,30 +224,9 @@ fn multihomed() -> Vec<String> {
     report
 }
 
-/// The output of `ip -n <ns> <args>`.
-fn ip_output(ns: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("ip runs");
-    assert!(output.status.success(), "ip -n {ns} {args:?}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The IPv6 temporary addresses of `dev` in `ns`, newest first.
-fn temporary(ns: &str, dev: &str) -> Vec<String> {
-    ip_output(ns, &["-6", "-o", "addr", "show", "dev", dev, "temporary"])
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(3))
-        .filter_map(|cidr| cidr.split('/').next())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The source address the kernel picks for a connection from `ns` to `remote`.
 fn kernel_source(ns: &str, remote: &str) -> String {
-    let route = ip_output(ns, &["-6", "route", "get", remote]);
+    let route = net::ip_output(ns, &["-6", "route", "get", remote]);
     let mut words = route.split_whitespace();
     words.find(|w| *w == "src");
     words.next().expect("a source address").to_string()
@@ -283,7 +262,7 @@ fn temporary_addresses() -> Vec<String> {
         ],
     );
     net.addr(&y, "eth0", "2001:db8:7::2/64");
-    let first = wait_for(|| temporary(&x, "eth0").first().cloned());
+    let first = net::new_temporary(&x, "eth0", &[]);
     let mut peer = node(&y, "y");
     ask(&mut peer, "listen /ip6/2001:db8:7::2/tcp/5000", "LISTEN");
     ask(&mut peer, "listen /ip6/2001:db8:7::2/tcp/5001", "LISTEN");
@@ -298,7 +277,7 @@ fn temporary_addresses() -> Vec<String> {
     ] {
         let preferred = kernel_source(&x, "2001:db8:7::2");
         assert!(
-            temporary(&x, "eth0").contains(&preferred),
+            net::temporary_addrs(&x, "eth0").contains(&preferred),
             "the kernel prefers a temporary address: {preferred}"
         );
         let dialed = ask(&mut host, &format!("dial {remote} reuse"), "DIAL");
@@ -316,53 +295,10 @@ fn temporary_addresses() -> Vec<String> {
              from {from}, the ephemeral one from {fresh}"
         ));
         // Rotate: the temporary address is deprecated and the kernel makes the next one.
-        let old = temporary(&x, "eth0");
-        let current = format!("{preferred}/64");
-        net::run(
-            "ip",
-            &[
-                "-n",
-                &x,
-                "addr",
-                "change",
-                &current,
-                "dev",
-                "eth0",
-                "preferred_lft",
-                "0",
-                "valid_lft",
-                "600",
-            ],
-        );
-        net::run(
-            "ip",
-            &[
-                "-n",
-                &x,
-                "addr",
-                "change",
-                "2001:db8:7::1/64",
-                "dev",
-                "eth0",
-                "mngtmpaddr",
-            ],
-        );
-        wait_for(|| temporary(&x, "eth0").into_iter().find(|t| !old.contains(t)));
+        net::rotate_temporary(&x, "eth0", "2001:db8:7::1/64");
     }
     assert_ne!(kernel_source(&x, "2001:db8:7::2"), first, "rotated");
     report
-}
-
-/// Polls `f` every 50 ms until it gives a value, for at most 5 s.
-fn wait_for<V>(mut f: impl FnMut() -> Option<V>) -> V {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Two hosts on one link.
@@ -622,19 +558,7 @@ fn rst_retries() -> Vec<String> {
 }
 ",
     );
-    let syns = |port: u16| -> u64 {
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", &y, "nft", "list", "table", "inet", "syns"])
-            .output()
-            .expect("nft list");
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.lines()
-            .find(|l| l.contains(&format!("dport {port}")) && l.contains("counter"))
-            .and_then(|l| l.split("packets ").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter for {port}:\n{text}"))
-    };
+    let syns = |port: u16| counted(&y, "syns", &format!("dport {port}"));
     let mut peer = node(&y, "y");
     ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5001", "LISTEN");
     let mut report = Vec::new();
@@ -675,6 +599,36 @@ fn rst_retries() -> Vec<String> {
     report
 }
 
+/// Hosts x and y (with `x_addrs` and `y_addrs`) on the delay line, 1 ms each way, and
+/// `y_rules` (an nftables ruleset: y's firewall) loaded into y.
+fn firewalled_pair(x_addrs: &[&str], y_addrs: &[&str], y_rules: &str) -> (Bed, String, String) {
+    let mut bed = Bed::new(Wan::Shaped {
+        delay_ms: 1,
+        jitter_ms: 0,
+        loss: 0.0,
+    });
+    let x = bed.host("x", Uplink::Wan, x_addrs, &[]);
+    let y = bed.host("y", Uplink::Wan, y_addrs, &[]);
+    bed.nft(&y, y_rules);
+    (bed, x, y)
+}
+
+/// The packets counted by the first `counter` rule of nftables table `inet <table>` in `ns`
+/// whose line contains `rule` (`""`: the first counter).
+fn counted(ns: &str, table: &str, rule: &str) -> u64 {
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "table", "inet", table])
+        .output()
+        .expect("nft list");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find(|l| l.contains(rule) && l.contains("counter"))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter for `{rule}` in table inet {table}:\n{text}"))
+}
+
 /// A firewall that answers SYNs with ICMP "administratively prohibited" (`reject with icmpx`,
 /// as RFC 6092 asks of IPv6 home gateways) ends a dial as a RST does, with `EHOSTUNREACH` over
 /// IPv4 and `EACCES` over IPv6: a dial from a listening port refused four times that way gets
@@ -683,27 +637,11 @@ fn rst_retries() -> Vec<String> {
 /// error until the SYN's retransmission a second later. The control: with the window at zero,
 /// one SYN and the ICMP's error.
 fn icmp_rejections() -> Vec<String> {
-    let mut bed = Bed::new(Wan::Shaped {
-        delay_ms: 1,
-        jitter_ms: 0,
-        loss: 0.0,
-    });
-    let x = bed.host(
-        "x",
-        Uplink::Wan,
-        &["192.31.196.20/24", "2001:db8::20/64"],
-        &[],
-    );
-    let y = bed.host(
-        "y",
-        Uplink::Wan,
-        &["192.31.196.21/24", "2001:db8::21/64"],
-        &[],
-    );
     // Four SYNs of each family prohibited (IPv4 SYNs are 60 bytes, IPv6 ones 80), then the
     // listener's; port 5002 prohibits them all.
-    bed.nft(
-        &y,
+    let (bed, x, y) = firewalled_pair(
+        &["192.31.196.20/24", "2001:db8::20/64"],
+        &["192.31.196.21/24", "2001:db8::21/64"],
         "table inet fw {
   chain input {
     type filter hook input priority filter; policy accept;
@@ -715,19 +653,7 @@ fn icmp_rejections() -> Vec<String> {
 }
 ",
     );
-    let syns = || -> u64 {
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", &y, "nft", "list", "table", "inet", "fw"])
-            .output()
-            .expect("nft list");
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.lines()
-            .find(|l| l.contains("counter"))
-            .and_then(|l| l.split("packets ").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter:\n{text}"))
-    };
+    let syns = || counted(&y, "fw", "");
     // Linux answers a /64 neighbour with an ICMPv6 error at most every 250 ms
     // (`icmp.ratelimit`, scaled by the route's prefix): unlimited here.
     bed.sysctl(&y, "net.ipv6.icmp.ratelimit=0");
@@ -790,15 +716,9 @@ fn icmp_rejections() -> Vec<String> {
 /// so). The control: with the window at zero x's dial fails at once and its listener reports
 /// y's connection as accepted.
 fn claimed_crossing() -> Vec<String> {
-    let mut bed = Bed::new(Wan::Shaped {
-        delay_ms: 1,
-        jitter_ms: 0,
-        loss: 0.0,
-    });
-    let x = bed.host("x", Uplink::Wan, &["192.31.196.20/24"], &[]);
-    let y = bed.host("y", Uplink::Wan, &["192.31.196.21/24"], &[]);
-    bed.nft(
-        &y,
+    let (bed, x, y) = firewalled_pair(
+        &["192.31.196.20/24"],
+        &["192.31.196.21/24"],
         "table inet fw {
   chain input {
     type filter hook input priority filter; policy accept;

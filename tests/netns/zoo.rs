@@ -15,7 +15,7 @@ use std::{
 
 use crate::{
     bed::{Bed, Leg, Rules, TwoNats, Uplink, Wan, WanPath, home},
-    go_peer,
+    go_peer, net,
     proc::Proc,
 };
 
@@ -280,19 +280,7 @@ fn temporary6(bed: &mut Bed) -> Layout {
     let ns = &layout.listen.0;
     bed.sysctl(ns, "net.ipv6.conf.eth0.use_tempaddr=2");
     bed.sysctl(ns, "net.ipv6.conf.eth0.accept_dad=0");
-    let before = temporary_addrs(ns);
-    ip(
-        ns,
-        &[
-            "addr",
-            "change",
-            "2001:db8:1::2/64",
-            "dev",
-            "eth0",
-            "mngtmpaddr",
-        ],
-    );
-    new_temporary(ns, &before);
+    net::manage_temporary(ns, "eth0", "2001:db8:1::2/64");
     Layout {
         before_dial: Some(rotate_temporary),
         ..layout
@@ -301,73 +289,7 @@ fn temporary6(bed: &mut Bed) -> Layout {
 
 /// Deprecates `listen`'s temporary addresses and has the kernel make the next one.
 fn rotate_temporary(layout: &Layout) {
-    let ns = &layout.listen.0;
-    let before = temporary_addrs(ns);
-    for addr in &before {
-        let cidr = format!("{addr}/64");
-        ip(
-            ns,
-            &[
-                "addr",
-                "change",
-                &cidr,
-                "dev",
-                "eth0",
-                "preferred_lft",
-                "0",
-                "valid_lft",
-                "600",
-            ],
-        );
-    }
-    ip(
-        ns,
-        &[
-            "addr",
-            "change",
-            "2001:db8:1::2/64",
-            "dev",
-            "eth0",
-            "mngtmpaddr",
-        ],
-    );
-    new_temporary(ns, &before);
-}
-
-/// `ip -n <ns> -6 <args>`, which must succeed; its output.
-fn ip(ns: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new("ip")
-        .args(["-n", ns, "-6"])
-        .args(args)
-        .output()
-        .expect("ip runs");
-    assert!(
-        output.status.success(),
-        "ip -n {ns} -6 {args:?}: {output:?}"
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The temporary addresses of `eth0` in `ns`.
-fn temporary_addrs(ns: &str) -> Vec<String> {
-    ip(ns, &["-o", "addr", "show", "dev", "eth0", "temporary"])
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(3))
-        .filter_map(|cidr| cidr.split('/').next())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits (at most 5 s) until `eth0` in `ns` has a temporary address not in `before`.
-fn new_temporary(ns: &str, before: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while temporary_addrs(ns).iter().all(|t| before.contains(t)) {
-        assert!(
-            Instant::now() < deadline,
-            "no new temporary address in {ns}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    net::rotate_temporary(&layout.listen.0, "eth0", "2001:db8:1::2/64");
 }
 
 fn symmetric4(bed: &mut Bed) -> Layout {
