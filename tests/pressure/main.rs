@@ -347,7 +347,7 @@ async fn child_dials_peers_that_never_close() {
 async fn child_without_a_bound() {
     let (peer_port, _) = child_setup();
     let mut t = Transport::new(Config::new().max_closing_sockets(usize::MAX));
-    let (_, addr) = listen(&mut t, "/ip4/127.0.0.1/tcp/0").await;
+    listen(&mut t, "/ip4/127.0.0.1/tcp/0").await;
     // Queued before the descriptors run out, accepted after: on a second listener, which the
     // dials (all from the first, each to a new peer) do not leave from, so that none takes the
     // connection in (a dial accepts what waits on the listener it leaves from).
