@@ -188,11 +188,11 @@ async fn two_swarms_under_churn() {
         base[1] = node.listen("/ip6/::1/tcp/0").await.1;
     }
 
-    // Once each way, and a wildcard listener added and removed on each, so that whatever is
-    // created once exists before descriptors are counted.
+    // Once each way in each family, and a wildcard listener added and removed on each, so that
+    // whatever is created once exists before descriptors are counted.
     for (from, to) in [(0, 1), (1, 0)] {
-        for family in 0..2 {
-            cycle(&nodes[from], &nodes[to], base[to][family].clone())
+        for addr in &base[to] {
+            cycle(&nodes[from], &nodes[to], addr.clone())
                 .await
                 .expect("warm-up connection");
         }
