@@ -26,6 +26,12 @@ pub(crate) fn apply(socket: &Socket, options: Options) -> io::Result<()> {
 /// Windows' own time between unanswered keepalive probes (`KeepAliveInterval`).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Whether a connection may be waiting in `listener`'s accept queue: always yes, the accept
+/// itself answers (a readiness check without unsafe code needs a dependency Windows lacks here).
+pub(crate) fn connections_waiting(_listener: &tokio::net::TcpListener) -> bool {
+    true
+}
+
 /// Keepalive after `idle` without traffic. `SIO_KEEPALIVE_VALS` sets the idle time and the time
 /// between unanswered probes together: socket2 would pass 0 for the latter if it were not
 /// given, so it is Windows' default, 1 s (10 probes).
