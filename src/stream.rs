@@ -226,6 +226,10 @@ impl Drop for TcpStream {
             return;
         };
         if self.eof || remote_closed(&io) {
+            // The socket first: the pair is free only once its socket is closed, else a dial
+            // from another thread may meet it still open in between.
+            drop(io);
+            drop(lease);
             return;
         }
         reaper.hold(io, lease);
