@@ -15,6 +15,14 @@ use util::{shared::*, *};
 
 const BUSY: PortOrigin = PortOrigin::Ephemeral(Fallback::Busy);
 
+/// Where A and B listen: specific IPv4 and IPv6 addresses, and a wildcard listener for A, whose
+/// accepted connections hold their pairs on the IP they arrived at.
+const LISTENERS: [(&str, &str); 3] = [
+    ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0"),
+    ("/ip6/::1/tcp/0", "/ip6/::1/tcp/0"),
+    ("/ip4/0.0.0.0/tcp/0", "/ip4/127.0.0.1/tcp/0"),
+];
+
 /// Waits until `table` holds no closing pair.
 async fn no_closing_pairs(table: &ReuseTable) {
     within("closing pairs released", async {
@@ -30,13 +38,7 @@ async fn a_dial_back_passes_over_the_pair_of_an_accepted_connection() {
     if !port_sharing_here("a_dial_back_passes_over_the_pair_of_an_accepted_connection") {
         return;
     }
-    let cases = [
-        ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0"),
-        ("/ip6/::1/tcp/0", "/ip6/::1/tcp/0"),
-        // A wildcard listener: the accepted connection's pair is on the IP it arrived at.
-        ("/ip4/0.0.0.0/tcp/0", "/ip4/127.0.0.1/tcp/0"),
-    ];
-    for (a_listen, b_listen) in cases {
+    for (a_listen, b_listen) in LISTENERS {
         let (mut a, mut b) = (transport(), transport());
         let table = a.reuse_table();
         let (_, a_addr) = listen(&mut a, a_listen).await;
@@ -95,12 +97,7 @@ async fn a_dial_passes_over_the_pair_of_a_connection_not_yet_accepted() {
     if !port_sharing_here("a_dial_passes_over_the_pair_of_a_connection_not_yet_accepted") {
         return;
     }
-    let cases = [
-        ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0"),
-        ("/ip6/::1/tcp/0", "/ip6/::1/tcp/0"),
-        ("/ip4/0.0.0.0/tcp/0", "/ip4/127.0.0.1/tcp/0"),
-    ];
-    for (a_listen, b_listen) in cases {
+    for (a_listen, b_listen) in LISTENERS {
         let (mut a, mut b) = (transport(), transport());
         let table = a.reuse_table();
         let (_, a_addr) = listen(&mut a, a_listen).await;
