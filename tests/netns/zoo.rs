@@ -524,6 +524,17 @@ pub fn cells() -> Vec<Cell> {
                 ..cell(name, wan, race, build)
             });
         }
+        // go-libp2p on the other side: it takes the first RST as final, so only the rust
+        // side's dial can try again.
+        for (name, roles) in [
+            ("go-listens-rst-both", GO_LISTENS),
+            ("go-dials-rst-both", GO_DIALS),
+        ] {
+            cells.push(Cell {
+                go: Some(roles),
+                ..cell(name, wan, race, reset_both)
+            });
+        }
     }
     for wan in [W0, W20, W60] {
         cells.push(cell(
