@@ -51,42 +51,52 @@ pub(crate) async fn dial(
     }
     // A configured SO_LINGER decides how the socket closes; do not hold it open after drop.
     let on_drop = OnDrop::for_linger(config.linger);
-    let lease = match reuse {
-        None => Err(Fallback::NotRequested),
-        Some(Reuse { table, reaper }) => table
-            .source_ip(remote, route::source_ip)
-            .and_then(|source| table.reserve(remote, source))
-            .map(|lease| (lease, reaper)),
-    };
-    let fallback = match lease {
-        Ok((lease, reaper)) => {
-            let local = lease.local();
-            let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
-            match connect_from_listening_port(&config, remote, &lease, bind, &metrics).await {
-                Ok(io) => {
-                    metrics.dialed(PortOrigin::Reused);
-                    let tracked = metrics.track(PortOrigin::Reused, || Some(local), remote);
-                    return Ok(TcpStream::dialed(
-                        io,
-                        PortOrigin::Reused,
-                        Some((lease, reaper)),
-                        on_drop,
-                        tracked,
-                    ));
+    let fallback = match reuse {
+        None => Fallback::NotRequested,
+        Some(Reuse { table, reaper }) => 'reuse: {
+            let source = match table.source_ip(remote, route::source_ip) {
+                Ok(source) => source,
+                Err(fallback) => break 'reuse fallback,
+            };
+            // Each pass that finds the pair taken by a waiting connection leaves that pair in
+            // the table as accepted, so the next choice passes over it: the loop ends.
+            loop {
+                let lease = match table.reserve(remote, source) {
+                    Ok(lease) => lease,
+                    Err(fallback) => break 'reuse fallback,
+                };
+                let local = lease.local();
+                let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
+                match connect_from_listening_port(&config, remote, &lease, bind, &metrics).await {
+                    Ok(io) => {
+                        metrics.dialed(PortOrigin::Reused);
+                        let tracked = metrics.track(PortOrigin::Reused, || Some(local), remote);
+                        return Ok(TcpStream::dialed(
+                            io,
+                            PortOrigin::Reused,
+                            Some((lease, reaper)),
+                            on_drop,
+                            tracked,
+                        ));
+                    }
+                    Err(NotConnected::Waiting) => {}
+                    Err(NotConnected::Failed(step, e)) if PLATFORM.is_taken(step, &e) => {
+                        tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
+                        break 'reuse Fallback::KernelRefused(e.kind());
+                    }
+                    Err(NotConnected::Failed(_, e)) => {
+                        return Err(with_addrs(e, Some(local), remote));
+                    }
                 }
-                Err((step, e)) if PLATFORM.is_taken(step, &e) => {
-                    tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
-                    Fallback::KernelRefused(e.kind())
-                }
-                Err((_, e)) => return Err(with_addrs(e, Some(local), remote)),
             }
         }
-        Err(fallback @ (Fallback::NotRequested | Fallback::Disabled)) => fallback,
-        Err(fallback) => {
-            tracing::debug!(%remote, reason = ?fallback, "no listening port to reuse, dialing from an ephemeral port");
-            fallback
-        }
     };
+    if !matches!(
+        fallback,
+        Fallback::NotRequested | Fallback::Disabled | Fallback::KernelRefused(_)
+    ) {
+        tracing::debug!(%remote, reason = ?fallback, "no listening port to reuse, dialing from an ephemeral port");
+    }
     let io = connect(&config, remote, None)
         .await
         .map_err(|(_, e)| with_addrs(e, None, remote))?;
@@ -99,8 +109,22 @@ pub(crate) async fn dial(
 /// The most SYNs a refused dial from a listening port sends, the first included.
 const REFUSED_ATTEMPTS: u32 = 16;
 
+/// Why a dial from a listening port did not connect.
+enum NotConnected {
+    /// A connection waiting on the listener's socket holds the pair, seen with the socket bound
+    /// and before `connect` ([`Lease::taken_in_backlog`]): the table now has it, choose again.
+    Waiting,
+    /// A system call failed, at this step.
+    Failed(Step, io::Error),
+}
+
 /// Connects from the listening address of `lease`, binding `bind` (that address, or where the
-/// platform asks for it the unspecified address with its port). A refusal from a non-loopback
+/// platform asks for it the unspecified address with its port). With the socket bound, and
+/// just before the first `connect`, it takes in the connections waiting on the listener: the
+/// remote's own dial to us may hold the pair already ([`NotConnected::Waiting`]), and the
+/// later the look, the fewer dials that cross the remote's meet the kernel's refusal.
+///
+/// A refusal from a non-loopback
 /// remote (a RST or an ICMP rejection: [`refused_for_now`]) is answered with a new SYN from the
 /// same address about 2 ms later (see [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all
 /// and until the configured window has passed: in a hole punch the remote's NAT refuses SYNs
@@ -120,25 +144,18 @@ async fn connect_from_listening_port(
     lease: &Lease,
     bind: SocketAddr,
     metrics: &Metrics,
-) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
+) -> Result<tokio::net::TcpStream, NotConnected> {
     let local = lease.local();
     let started = Instant::now();
+    let socket =
+        bound(config, remote, Some(bind)).map_err(|(step, e)| NotConnected::Failed(step, e))?;
+    if lease.taken_in_backlog() {
+        return Err(NotConnected::Waiting);
+    }
+    let mut result = start(socket, remote).await;
     let mut attempts = 1;
     let mut claim: Option<Claim> = None;
     loop {
-        let result = match claim.as_mut() {
-            None => connect(config, remote, Some(bind)).await,
-            Some(claim) => {
-                let attempt = pin!(async {
-                    tokio::time::sleep(refused_pause()).await;
-                    connect(config, remote, Some(bind)).await
-                });
-                match future::select(claim, attempt).await {
-                    Either::Left((io, _)) => return Ok(claimed(io, local, remote)),
-                    Either::Right((result, _)) => result,
-                }
-            }
-        };
         match result {
             Err((Step::Connect, e))
                 if refused_for_now(&e)
@@ -149,24 +166,32 @@ async fn connect_from_listening_port(
                 tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
                 metrics.rst_retry();
                 attempts += 1;
-                claim.get_or_insert_with(|| lease.claim());
+                let claim = claim.get_or_insert_with(|| lease.claim());
+                let attempt = pin!(async {
+                    tokio::time::sleep(refused_pause()).await;
+                    connect(config, remote, Some(bind)).await
+                });
+                result = match future::select(claim, attempt).await {
+                    Either::Left((io, _)) => return Ok(claimed(io, local, remote)),
+                    Either::Right((result, _)) => result,
+                };
             }
             // Taken after a refusal: the remote's own connection on this pair is being
             // accepted; wait for it as long as the window lasts, and a moment more.
-            Err((step, e)) if PLATFORM.is_taken(step, &e) => match claim.take() {
-                Some(claim) => {
-                    let wait = config
-                        .rst_retry_window
-                        .saturating_sub(started.elapsed())
-                        .max(CLAIM_GRACE);
-                    return match tokio::time::timeout(wait, claim).await {
-                        Ok(io) => Ok(claimed(io, local, remote)),
-                        Err(_) => Err((step, e)),
-                    };
-                }
-                None => return Err((step, e)),
-            },
-            result => return result,
+            Err((step, e)) if PLATFORM.is_taken(step, &e) => {
+                let Some(claim) = claim.take() else {
+                    return Err(NotConnected::Failed(step, e));
+                };
+                let wait = config
+                    .rst_retry_window
+                    .saturating_sub(started.elapsed())
+                    .max(CLAIM_GRACE);
+                return match tokio::time::timeout(wait, claim).await {
+                    Ok(io) => Ok(claimed(io, local, remote)),
+                    Err(_) => Err(NotConnected::Failed(step, e)),
+                };
+            }
+            result => return result.map_err(|(step, e)| NotConnected::Failed(step, e)),
         }
     }
 }
@@ -223,6 +248,16 @@ async fn connect(
     remote: SocketAddr,
     local: Option<SocketAddr>,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
+    start(bound(config, remote, local)?, remote).await
+}
+
+/// A socket for a dial to `remote`, bound to `local` (sharing the port with its listener) if
+/// given.
+fn bound(
+    config: &Config,
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Result<socket2::Socket, (Step, io::Error)> {
     let role = match local {
         Some(_) => Role::Dial,
         None => Role::Ephemeral,
@@ -231,6 +266,14 @@ async fn connect(
     if let Some(local) = local {
         socket.bind(&local.into()).map_err(|e| (Step::Bind, e))?;
     }
+    Ok(socket)
+}
+
+/// Connects `socket` to `remote`.
+async fn start(
+    socket: socket2::Socket,
+    remote: SocketAddr,
+) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     tokio::net::TcpSocket::from_std_stream(socket.into())
         .connect(remote)
         .await

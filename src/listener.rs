@@ -67,6 +67,12 @@ pub(crate) trait Accept: Unpin {
     fn poll_taken(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<Accepted>> {
         Poll::Pending
     }
+
+    /// The backlog that dials drain, for sources that have one: the listener holds its
+    /// admission lock ([`Backlog::admitting`]) from its accept until the table has the pair.
+    fn drained_backlog(&self) -> Option<Arc<Backlog>> {
+        None
+    }
 }
 
 /// A listening socket of the listener's own, registered for port reuse (and listed for the
@@ -107,6 +113,10 @@ impl Accept for OwnSocket {
             Some(_) => self.backlog.poll_taken(cx),
             None => Poll::Pending,
         }
+    }
+
+    fn drained_backlog(&self) -> Option<Arc<Backlog>> {
+        self.registration.as_ref().map(|_| self.backlog.clone())
     }
 }
 
@@ -339,6 +349,8 @@ impl<A: Accept> Listener<A> {
             }
             Poll::Pending => {}
         }
+        let backlog = open.source.drained_backlog();
+        let _admitting = backlog.as_deref().map(Backlog::admitting);
         let (io, remote) = match open.source.poll_accept(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(accepted)) => accepted,

@@ -88,6 +88,27 @@ impl Lease {
         }
     }
 
+    /// Whether a connection from the remote, accepted by a listener on this pair's local port,
+    /// now holds the pair: the remote's own dial to us arrived first. Takes in what waits on
+    /// those listeners' sockets first ([`super::Backlog::drain`]); an admitted connection
+    /// replaces this lease's entry in the table, so that a new choice passes over the pair. A
+    /// dial asks this with its socket bound, just before `connect`: the later the look, the
+    /// fewer crossing dials meet the kernel's refusal.
+    pub(crate) fn taken_in_backlog(&self) -> bool {
+        self.table.drain_backlogs(self.local());
+        let key = (self.local, self.remote);
+        let taken = self
+            .table
+            .lock()
+            .pairs
+            .get(&key)
+            .is_none_or(|pair| pair.lease() != self.id);
+        if taken {
+            tracing::debug!(local = %self.local(), remote = %SocketAddr::from(self.remote), "a connection from the remote holds the pair, passing over it");
+        }
+        taken
+    }
+
     /// The listening address the connection leaves from.
     pub(crate) fn local(&self) -> SocketAddr {
         self.local.into()

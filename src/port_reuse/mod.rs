@@ -176,33 +176,22 @@ impl ReuseTable {
     /// Picks the source address for a dial to `remote` from `source` (see [`Self::source_ip`])
     /// and marks the pair open until the returned lease is dropped.
     ///
-    /// Before a listening address is taken, the connections waiting on its listeners' sockets
-    /// are taken in ([`Backlog::drain`]): one of them may hold the very pair, which the kernel
-    /// would refuse, and the choice then passes over it to the next candidate.
+    /// A connection waiting on the listener's socket may hold the very pair, which the kernel
+    /// would refuse: the dial asks [`Lease::taken_in_backlog`] once its socket is bound, just
+    /// before it connects, and chooses again if so.
     pub(crate) fn reserve(&self, remote: SocketAddr, source: IpAddr) -> Result<Lease, Fallback> {
-        let mut drained: Vec<SocketAddr> = Vec::new();
-        loop {
-            let mut table = self.lock();
-            table.expire();
-            let local = table.select(remote, source)?;
-            let backlogs = if drained.contains(&local) {
-                Vec::new()
-            } else {
-                table.backlogs(local)
-            };
-            if backlogs.is_empty() {
-                return Ok(self.lease(table, local, remote, Pair::Open));
-            }
-            drop(table);
-            drained.push(local);
-            let (local_key, remote_key) = (Endpoint::from(local), Endpoint::from(remote));
-            let mut taken = false;
-            for backlog in backlogs {
-                taken |= backlog.drain(self, local_key, remote_key);
-            }
-            if taken {
-                tracing::debug!(%local, %remote, "a connection waiting on the listener holds the pair, passing over it");
-            }
+        let mut table = self.lock();
+        table.expire();
+        let local = table.select(remote, source)?;
+        Ok(self.lease(table, local, remote, Pair::Open))
+    }
+
+    /// Takes in the connections waiting on the sockets of the listeners `local` shares its port
+    /// with ([`Backlog::drain`]).
+    fn drain_backlogs(&self, local: SocketAddr) {
+        let backlogs = self.lock().backlogs(local);
+        for backlog in backlogs {
+            backlog.drain(self);
         }
     }
 
