@@ -18,12 +18,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{
-    FutureExt, StreamExt,
-    channel::mpsc,
-    future::{AbortHandle, Abortable},
-    stream::FuturesUnordered,
-};
+use futures::{FutureExt, StreamExt, channel::mpsc, stream::FuturesUnordered};
 use tokio::{io::Interest, net::TcpStream, time::Instant};
 
 use crate::port_reuse::Lease;
@@ -168,7 +163,7 @@ async fn drain(io: &TcpStream) {
 }
 
 /// [`CLOSING_LIMIT`] from now, rounded up to a whole second since the first call, so that the
-/// one timer moves at most once a second.
+/// one timer moves at most once a second and the sockets held within one second share it.
 fn deadline() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
@@ -176,54 +171,69 @@ fn deadline() -> Instant {
     epoch + Duration::from_secs(due.as_secs() + 1)
 }
 
+/// Keeps `held` until its remote closes, then closes it and frees its pair.
+async fn release_when_closed(held: Held) {
+    drain(held.io()).await;
+    held.release();
+}
+
 /// The task: drains every socket it is handed, closes each when its remote has closed, and
 /// gives up on those still open at their deadline (closing them and orphaning their pairs).
 /// Ends when every [`Reaper`] handle is gone and nothing is left to drain.
+///
+/// The sockets are kept in one set per deadline (a whole second): at its deadline the set is
+/// dropped with what it still holds, so nothing per socket outlives its socket.
 async fn run(mut arrivals: mpsc::UnboundedReceiver<Held>) {
-    let mut draining = FuturesUnordered::new();
-    let mut deadlines: VecDeque<(Instant, AbortHandle)> = VecDeque::new();
+    let mut by_deadline = VecDeque::new();
     let mut timer = Box::pin(tokio::time::sleep(CLOSING_LIMIT));
     let mut handles_gone = false;
     futures::future::poll_fn(|cx: &mut Context<'_>| {
         while !handles_gone {
             match arrivals.poll_next_unpin(cx) {
                 Poll::Ready(Some(held)) => {
-                    let (abort, registration) = AbortHandle::new_pair();
-                    draining.push(Abortable::new(
-                        async move {
-                            drain(held.io()).await;
-                            held.release();
-                        },
-                        registration,
-                    ));
                     let due = deadline();
-                    if deadlines.is_empty() {
-                        timer.as_mut().reset(due);
+                    if by_deadline.back().is_none_or(|(last, _)| *last != due) {
+                        if by_deadline.is_empty() {
+                            timer.as_mut().reset(due);
+                        }
+                        by_deadline.push_back((due, FuturesUnordered::new()));
                     }
-                    deadlines.push_back((due, abort));
+                    if let Some((_, draining)) = by_deadline.back_mut() {
+                        draining.push(release_when_closed(held));
+                    }
                 }
                 Poll::Ready(None) => handles_gone = true,
                 Poll::Pending => break,
             }
         }
-        while let Poll::Ready(Some(_)) = draining.poll_next_unpin(cx) {}
-        while !deadlines.is_empty() && timer.as_mut().poll(cx).is_ready() {
+        for (_, draining) in by_deadline.iter_mut() {
+            while let Poll::Ready(Some(())) = draining.poll_next_unpin(cx) {}
+        }
+        while !by_deadline.is_empty() && timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
-            while let Some((_, abort)) = deadlines.front().filter(|(due, _)| *due <= now) {
-                abort.abort();
-                deadlines.pop_front();
+            while let Some((_, draining)) = by_deadline.front().filter(|(due, _)| *due <= now) {
+                if !draining.is_empty() {
+                    tracing::debug!(
+                        sockets = draining.len(),
+                        "remote did not close within {CLOSING_LIMIT:?}; closed anyway"
+                    );
+                }
+                // Dropping the set closes its sockets and orphans their pairs.
+                by_deadline.pop_front();
             }
-            if let Some((due, _)) = deadlines.front() {
+            if let Some((due, _)) = by_deadline.front() {
                 timer.as_mut().reset(*due);
             }
         }
-        // Aborted drains finish on this poll: their sockets close and their pairs are orphaned.
-        while let Poll::Ready(Some(result)) = draining.poll_next_unpin(cx) {
-            if result.is_err() {
-                tracing::debug!("remote did not close within {CLOSING_LIMIT:?}; closed anyway");
-            }
+        // Sets emptied before their deadline go at once.
+        while by_deadline
+            .front()
+            .is_some_and(|(_, draining)| draining.is_empty())
+            && by_deadline.len() > 1
+        {
+            by_deadline.pop_front();
         }
-        if handles_gone && draining.is_empty() {
+        if handles_gone && by_deadline.iter().all(|(_, draining)| draining.is_empty()) {
             Poll::Ready(())
         } else {
             Poll::Pending
