@@ -241,3 +241,76 @@ async fn run(mut arrivals: mpsc::UnboundedReceiver<Held>) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::{Ipv4Addr, SocketAddr},
+    };
+
+    use super::*;
+    use crate::port_reuse::ReuseTable;
+
+    /// A loopback connection: the client's std socket, and the server's side as a tokio stream
+    /// with the address pair it holds.
+    fn connection() -> (std::net::TcpStream, TcpStream, SocketAddr, SocketAddr) {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, remote) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let local = server.local_addr().unwrap();
+        (client, TcpStream::from_std(server).unwrap(), local, remote)
+    }
+
+    /// A remote that never closes: at the limit the socket is closed and its pair orphaned,
+    /// and sockets held later wait for their own deadline. Time is paused and advances by
+    /// itself while the runtime is idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_whose_remote_does_not_close_is_closed_at_the_limit() {
+        let table = ReuseTable::new(true).with_closing_bound(8, Duration::from_secs(61));
+        let reaper = Reaper::default();
+        let (mut first_client, io, local, remote) = connection();
+        reaper.hold(io, table.accepted(local, remote));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (_second_client, io, local, remote) = connection();
+        reaper.hold(io, table.accepted(local, remote));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            (table.closing_sockets(), table.closing_connections()),
+            (2, 2)
+        );
+
+        // Past the first deadline (10 s, rounded up to the second), before the second.
+        tokio::time::sleep(CLOSING_LIMIT - Duration::from_secs(3)).await;
+        assert_eq!(
+            (table.closing_sockets(), table.closing_connections()),
+            (1, 2),
+            "the first socket closed, its pair orphaned; the second still held"
+        );
+        // The first socket is gone: data sent to it is answered with a reset, which the next
+        // write reports (`EPIPE`: the reset came after our FIN).
+        let mut buf = [0; 16];
+        first_client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(first_client.read(&mut buf).unwrap(), 0, "our FIN");
+        first_client.write_all(b"anyone?").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let reset = first_client.write_all(b"anyone?").unwrap_err();
+        assert!(
+            matches!(
+                reset.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{reset}"
+        );
+
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            (table.closing_sockets(), table.closing_connections()),
+            (0, 2),
+            "both closed, both pairs orphaned"
+        );
+    }
+}
