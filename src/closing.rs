@@ -292,11 +292,11 @@ mod tests {
         // write reports (`EPIPE`: the reset came after our FIN).
         let mut buf = [0; 16];
         first_client
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         assert_eq!(first_client.read(&mut buf).unwrap(), 0, "our FIN");
         first_client.write_all(b"anyone?").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
         let reset = first_client.write_all(b"anyone?").unwrap_err();
         assert!(
             matches!(

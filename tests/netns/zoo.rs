@@ -699,7 +699,17 @@ pub fn punch_once(cell: &Cell, which: Impl, timeout: Duration) -> Outcome {
             .unwrap_or_default();
         Outcome::Broken(why)
     });
-    if std::env::var_os("ZOO_VERBOSE").is_some() && !matches!(outcome, Outcome::Direct(_)) {
+    // ZOO_VERBOSE=1: the logs of the runs that did not punch; ZOO_VERBOSE=all: of every run.
+    let verbose = std::env::var("ZOO_VERBOSE").ok();
+    if verbose.as_deref() == Some("all")
+        || (verbose.is_some() && !matches!(outcome, Outcome::Direct(_)))
+    {
+        eprintln!(
+            "=== {} {} {}: {outcome:?}",
+            cell.name,
+            cell.wan.label(),
+            which.name()
+        );
         for proc in &mut procs {
             proc.drain();
             eprintln!("--- {} ---\n{}", proc.name(), proc.log.join("\n"));
