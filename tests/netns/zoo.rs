@@ -739,6 +739,9 @@ struct Node {
     transport: &'static [&'static str],
     /// Port reuse off (a control; only this crate's side).
     no_reuse: bool,
+    /// `--rst-retry-ms` for this crate's nodes with retries on, from `ZOO_RST_RETRY_MS` (to try
+    /// another refused-dial retry window than the default).
+    rst_retry_ms: Option<String>,
 }
 
 impl Node {
@@ -746,6 +749,9 @@ impl Node {
         args.extend(self.transport.iter().map(|a| a.to_string()));
         if self.no_reuse {
             args.push("--no-reuse".into());
+        }
+        if let Some(ms) = &self.rst_retry_ms {
+            args.extend(["--rst-retry-ms".to_string(), ms.clone()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn(ns, name, &self.program, &args, &[])
@@ -763,6 +769,9 @@ fn run_roles(
         program: holepunch_binary(),
         transport: which.args(),
         no_reuse: cell.no_reuse && which != Impl::Libp2pTcp,
+        rst_retry_ms: std::env::var("ZOO_RST_RETRY_MS")
+            .ok()
+            .filter(|_| which == Impl::Reuseport),
     };
     let go = match cell.go {
         Some(_) => match go_peer::binary() {
@@ -770,6 +779,7 @@ fn run_roles(
                 program: program.clone(),
                 transport: &[],
                 no_reuse: false,
+                rst_retry_ms: None,
             }),
             Err(why) => return Outcome::Broken(format!("the go peer is NOT AVAILABLE: {why}")),
         },
