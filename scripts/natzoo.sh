@@ -18,7 +18,11 @@
 # in fresh Linux network namespaces (prefix rpt<pid>) and removes them; if the run is interrupted
 # (Ctrl-C, a failure), this script removes what is left. Traffic stays inside the namespaces.
 # Needs root, ip (iproute2), nft (nftables), ping (iputils-ping), cargo; Go for the go-libp2p
-# cells (without it those cells fail and say why).
+# cells (without it those cells fail and say why). Environment: ZOO_VERBOSE=1 prints the logs of
+# every run that did not punch (ZOO_VERBOSE=all of every run), with RUST_LOG for the rust
+# nodes; ZOO_RST_RETRY_MS sets this crate's refused-dial retry window. The delay line runs the
+# test binary again: rebuilding it (a change under tests/ or src/) while a zoo runs breaks that
+# run, so run a second zoo beside one from another CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +34,7 @@ while [ $# -gt 0 ]; do
         --runs) runs=${2:?--runs needs a number}; shift 2 ;;
         --cell) cells+=(--cell "${2:?--cell needs a name}"); shift 2 ;;
         --wan) wan=${2:?--wan needs WANs: delays in ms or names}; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
