@@ -1,10 +1,13 @@
-//! Connections dropped before their remote closed: kept open, in one queue per transport, until
-//! the remote's FIN arrives or [`CLOSING_LIMIT`] passes, so that their (local, remote) pair is
-//! not dialed again too early. Each socket is held with the [`Lease`] of its pair, released when
-//! the socket closes after the remote's FIN, orphaned (passed over for the kernel's orphan
-//! lifetime) when it closes without it. At most the table's bound of sockets is held: past it a
-//! dropped connection is closed at once and its pair orphaned, so that peers that never close
-//! cannot take the process's descriptors.
+//! Connections dropped before their remote closed. On Linux, where the kernel can be asked about
+//! one pair (sock_diag), each is closed at once and its pair left to the kernel
+//! ([`Lease::finishing`]): a dial that meets the pair asks the kernel whether the connection is
+//! done. Elsewhere, and with `Config::hold_closing_sockets`, each is kept open, in one queue per
+//! transport, until the remote's FIN arrives or [`CLOSING_LIMIT`] passes, so that its (local,
+//! remote) pair is not dialed again too early. Each socket is held with the [`Lease`] of its
+//! pair, released when the socket closes after the remote's FIN, orphaned (passed over for the
+//! kernel's orphan lifetime) when it closes without it. At most the table's bound of sockets is
+//! held: past it a dropped connection is closed at once and its pair orphaned, so that peers
+//! that never close cannot take the process's descriptors.
 //!
 //! Nothing waits on a held socket. The reactor records the remote's FIN in the socket's
 //! readiness as for any registered socket, and that is all a dial needs to see the pair free
@@ -12,13 +15,12 @@
 //! ones whose remote has closed, and one task per transport, awake every [`SWEEP`] while the
 //! queue is not empty, closes the others whose remote has closed and gives up on those past
 //! their deadline. A future per socket, woken by the FIN, cost two task wake-ups and two
-//! allocations per dropped connection (row 7 of the benchmark: 0.90-0.92 of libp2p-tcp's accept
-//! rate with it, 0.91-0.94 with the queue).
+//! allocations per dropped connection (row 7 of the benchmark, sockets held: 0.90-0.92 of
+//! libp2p-tcp's accept rate with it, 0.92-0.94 with the queue).
 
 use std::{
     collections::VecDeque,
-    fmt,
-    mem,
+    fmt, mem,
     net::Shutdown,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Poll, Waker},
@@ -105,6 +107,18 @@ impl Reaper {
     /// pair instead; so does a socket that cannot be kept (outside a tokio runtime, or while the
     /// runtime shuts down).
     pub(crate) fn hold(&self, io: TcpStream, mut lease: Lease) {
+        if lease.closes_at_once() {
+            // Sends our FIN, or a reset if data is left unread (the pair is then free).
+            drop(io);
+            if let Some(table) = lease.finishing() {
+                // A dump of the kernel's finishing connections, off the runtime's threads.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn_blocking(move || table.prune_finishing())),
+                    Err(_) => table.prune_finishing(),
+                }
+            }
+            return;
+        }
         if socket2::SockRef::from(&io)
             .shutdown(Shutdown::Write)
             .is_err()
@@ -149,7 +163,11 @@ impl Reaper {
         }
         let mut closed: [Option<Held>; CLOSED_PER_HOLD] = Default::default();
         for slot in &mut closed {
-            if !queue.held.front().is_some_and(|(_, held)| held.remote_closed()) {
+            if !queue
+                .held
+                .front()
+                .is_some_and(|(_, held)| held.remote_closed())
+            {
                 break;
             }
             *slot = queue.held.pop_front().map(|(_, held)| held);

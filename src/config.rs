@@ -34,6 +34,7 @@ pub struct Config {
     pub(crate) tcp_info_interval: Duration,
     /// `None`: derived from the descriptor limit when the transport is created.
     pub(crate) max_closing_sockets: Option<usize>,
+    pub(crate) hold_closing_sockets: bool,
 }
 
 impl Config {
@@ -49,6 +50,7 @@ impl Config {
     /// | [`port_reuse`](Self::port_reuse) | `SO_REUSEPORT` on listeners and reusing dials | on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when the [`Transport`](crate::Transport) is created |
     /// | [`foreign_port_sharing`](Self::foreign_port_sharing) | share a listening port a socket outside this transport holds | refused |
     /// | [`rst_retry_window`](Self::rst_retry_window) | a dial from a listening port that the remote side refuses keeps trying | 250 ms |
+    /// | [`hold_closing_sockets`](Self::hold_closing_sockets) | a connection dropped before its remote closed is kept open until the remote's FIN, rather than closed at once and looked up in the kernel | `false` (Linux closes at once; other platforms always hold) |
     /// | [`max_closing_sockets`](Self::max_closing_sockets) | closing connections kept open until their remote closes | an eighth of the soft descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is created, at most 8,192; 128 where there is no such limit (Windows) |
     /// | [`tcp_info_interval`](Self::tcp_info_interval) | `metrics` feature, Linux: how often at most the connections' TCP_INFO is sampled | 10 s |
     ///
@@ -87,6 +89,7 @@ impl Config {
             rst_retry_window: Duration::from_millis(250),
             tcp_info_interval: Duration::from_secs(10),
             max_closing_sockets: None,
+            hold_closing_sockets: false,
         }
     }
 
@@ -160,8 +163,10 @@ impl Config {
     /// [`Transport`](crate::Transport) is created), at most 8,192; 128 on platforms without
     /// such a limit (Windows).
     ///
-    /// A connection that left from a listening port and is dropped before its remote closed its
-    /// side is kept open, at most 10 s, until the remote's FIN arrives: only then may its
+    /// Where closing sockets are held (every platform but Linux; on Linux with
+    /// [`hold_closing_sockets`](Self::hold_closing_sockets)), a connection that left from a
+    /// listening port and is dropped before its remote closed its side is kept open, at most
+    /// 10 s, until the remote's FIN arrives: only then may its
     /// (local, remote) pair be dialed again (see [`TcpStream`](crate::TcpStream)). Each one
     /// holds a descriptor. Past this bound a dropped connection is closed at once: the kernel
     /// keeps it as an orphan, which holds no descriptor, and the pair is passed over (no system
@@ -173,6 +178,24 @@ impl Config {
     /// tells how many are kept now.
     pub fn max_closing_sockets(mut self, value: usize) -> Self {
         self.max_closing_sockets = Some(value);
+        self
+    }
+
+    /// Keeps a connection dropped before its remote closed open until the remote's FIN (or
+    /// 10 s), as on every platform other than Linux, rather than closing it at once. Default:
+    /// `false`.
+    ///
+    /// On Linux, where the kernel answers sock_diag requests, such a connection is closed at
+    /// once (our FIN goes out as `close` sends it) and its (local, remote) pair is left to the
+    /// kernel, which finishes the connection without a descriptor: a dial that meets the pair
+    /// looks it up (one netlink request) and takes it once the kernel holds no more than a
+    /// TIME_WAIT entry for it, as it would after the remote's FIN on a held socket. Holding
+    /// costs a descriptor per closing connection and a reactor event when the remote's FIN
+    /// arrives; closing at once costs nothing until a dial meets the pair. Elsewhere (and where
+    /// sock_diag is denied, as on Android) connections are always held: this setting changes
+    /// nothing there.
+    pub fn hold_closing_sockets(mut self, value: bool) -> Self {
+        self.hold_closing_sockets = value;
         self
     }
 }
@@ -249,6 +272,7 @@ mod tests {
         assert_eq!(config.rst_retry_window, Duration::from_millis(250));
         assert_eq!(config.tcp_info_interval, Duration::from_secs(10));
         assert_eq!(config.max_closing_sockets, None);
+        assert!(!config.hold_closing_sockets);
     }
 
     #[test]
@@ -261,7 +285,8 @@ mod tests {
             .tcp_info_interval(Duration::ZERO)
             .listen_backlog(5)
             .port_reuse(false)
-            .max_closing_sockets(3);
+            .max_closing_sockets(3)
+            .hold_closing_sockets(true);
         assert!(!config.nodelay);
         assert_eq!(config.ttl, Some(7));
         assert_eq!(config.linger, Some(Duration::ZERO));
@@ -271,6 +296,7 @@ mod tests {
         assert_eq!(config.backlog, 5);
         assert!(!config.port_reuse);
         assert_eq!(config.max_closing_sockets, Some(3));
+        assert!(config.hold_closing_sockets);
     }
 
     #[test]

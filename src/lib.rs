@@ -94,19 +94,28 @@
 //!
 //! A connection's (local, remote) pair can only be used again once the old connection is gone on
 //! both sides. When a stream on a listening port (dialed from it, or accepted while port reuse is
-//! on) is dropped before the remote closed its side, dropping sends the FIN as usual and one task
-//! per transport (with one timer for all of them) keeps the socket until the remote's FIN
-//! arrives, at most 10 s. Until then the pair is "closing" and no dial tries it: the kernel would
-//! refuse it (`EADDRNOTAVAIL`) or, worse, take it over and reset the remote's old connection. A
-//! redial in that window uses the next candidate or an ephemeral port at once
-//! ([`Fallback::Busy`]), without a failed system call and without waiting. The pair is free
-//! again as soon as the reactor has seen the remote's FIN (no system call to find out), even
-//! before the old socket is closed. With [`Config::linger`] set, sockets close exactly as
-//! configured and are not held.
+//! on) is dropped before the remote closed its side, the pair is "closing" until the remote's
+//! FIN arrives, and no dial tries it: the kernel would refuse it (`EADDRNOTAVAIL`) or, worse,
+//! take it over and reset the remote's old connection. A redial in that window uses the next
+//! candidate or an ephemeral port at once ([`Fallback::Busy`]), without a failed system call and
+//! without waiting. How the crate learns that the remote's FIN has come depends on the platform:
+//!
+//! - Linux: dropping closes the socket at once, as any TCP stream's drop does, and the kernel
+//!   finishes the connection without a descriptor. A dial that meets the pair asks the kernel
+//!   about that one 4-tuple (sock_diag, one netlink request): the pair is free once the kernel
+//!   holds no more than a TIME_WAIT entry for it. The table forgets the pairs the kernel has
+//!   finished with in bulk (one dump, at most once a second while connections are dropped).
+//! - Elsewhere (and on Linux with [`Config::hold_closing_sockets`], or where sock_diag is
+//!   denied, as on Android): dropping sends the FIN and the transport keeps the socket, in one
+//!   queue with one task, until the remote's FIN arrives, at most 10 s. The pair is free as
+//!   soon as the reactor has seen the remote's FIN (no system call to find out), even before the
+//!   old socket is closed.
+//!
+//! With [`Config::linger`] set, sockets close exactly as configured and are not held.
 //!
 //! ## A bound on held sockets
 //!
-//! Each held socket is a descriptor, and peers that never close (slow or hostile ones) could
+//! Where sockets are held, each held socket is a descriptor, and peers that never close (slow or hostile ones) could
 //! otherwise take them all: a burst of drops would push the process into `EMFILE`, and accepts
 //! and dials would fail for everyone. So at most [`Config::max_closing_sockets`] are held (by
 //! default an eighth of `RLIMIT_NOFILE`: 128 with the common limit of 1,024, 2,500 with 20,000).
@@ -123,7 +132,8 @@
 //! drops once it expires.
 //!
 //! [`ReuseTable::closing_sockets`] says how many sockets are held;
-//! [`ReuseTable::closing_connections`] counts every pair passed over, held or orphaned.
+//! [`ReuseTable::closing_connections`] counts every pair passed over, held, orphaned or left to
+//! the kernel.
 //!
 //! # One port for TCP and WebSocket
 //!

@@ -27,11 +27,14 @@ use crate::{
 /// An outbound connection that left from a listening port, and a connection accepted by a
 /// listener while port reuse is on, holds its (local, remote) pair in the port-reuse table, so
 /// no dial tries the same pair: the kernel would refuse it, whichever side opened the
-/// connection. If it is dropped before the remote closed its side, dropping sends the FIN as
-/// usual and a background task on the tokio runtime keeps the socket until the remote's FIN
-/// arrives (at most 10 s): only then does the kernel let the pair be used again without refusing
-/// it or resetting the remote's old connection. Until then dials to that remote use the next
-/// candidate or an ephemeral port, at once.
+/// connection. If it is dropped before the remote closed its side, only the remote's FIN lets
+/// the kernel use the pair again without refusing it or resetting the remote's old connection;
+/// until then dials to that remote use the next candidate or an ephemeral port, at once. On
+/// Linux dropping closes the socket at once and a dial that meets the pair asks the kernel
+/// whether that FIN has come (see
+/// [`Config::hold_closing_sockets`](crate::Config::hold_closing_sockets)); elsewhere dropping
+/// sends the FIN and the transport keeps the socket until the remote's FIN arrives (at most
+/// 10 s).
 ///
 /// At most [`Config::max_closing_sockets`](crate::Config::max_closing_sockets) sockets are kept
 /// that way. Past that bound, and for a remote that does not close within 10 s, the socket is

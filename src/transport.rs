@@ -70,10 +70,12 @@ impl Transport {
         let max_closing =
             (config.max_closing_sockets).unwrap_or_else(limits::default_max_closing_sockets);
         let metrics = Metrics::new(config.tcp_info_interval);
+        let at_once = !config.hold_closing_sockets;
         Self {
             config,
             port_reuse: ReuseTable::new(enabled)
-                .with_closing_bound(max_closing, limits::orphan_hold()),
+                .with_closing_bound(max_closing, limits::orphan_hold())
+                .closing_at_once(at_once),
             reaper: Arc::default(),
             metrics,
             listeners: Listeners::new(),

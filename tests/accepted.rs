@@ -202,8 +202,13 @@ async fn both_sides_of_a_shared_set_pass_over_an_accepted_pair() {
     futures::AsyncWriteExt::write_all(&mut b_dialed, MULTISTREAM)
         .await
         .unwrap();
-    let (_, a_accepted, local, send_back) = incoming(&mut tcp).await;
+    let (_, mut a_accepted, local, send_back) = incoming(&mut tcp).await;
     assert_eq!((local, send_back), (a_addr, b_addr));
+    // Read, so that dropping it later sends a FIN rather than a reset (a reset frees the pair).
+    let mut first_bytes = [0; MULTISTREAM.len()];
+    futures::AsyncReadExt::read_exact(&mut a_accepted, &mut first_bytes)
+        .await
+        .unwrap();
 
     // Either side dialing B back passes over the pair.
     for side in [&mut ws, &mut tcp] {

@@ -235,14 +235,17 @@ mod with_feature {
             ])
         );
 
-        // Dropped while the remote keeps its side open: closing until the remote closes.
+        // Dropped while the remote keeps its side open: closing until the remote closes. On
+        // Linux the socket is closed at once and the kernel asked about the pair; elsewhere the
+        // socket is held.
         drop(first);
+        let held = u64::from(!cfg!(target_os = "linux"));
         assert_eq!(
             read(&registry),
             now(&[
                 ("listen_addresses", 1),
                 ("closing_connections", 1),
-                ("closing_sockets", 1),
+                ("closing_sockets", held),
                 ("accepts_total", 2)
             ])
         );

@@ -197,7 +197,9 @@ async fn the_sides_share_the_bound_on_held_closing_sockets() {
     if !port_sharing_here("the_sides_share_the_bound_on_held_closing_sockets") {
         return;
     }
-    let (shared, mut tcp, mut ws) = set(Config::new().max_closing_sockets(1));
+    let (shared, mut tcp, mut ws) = set(Config::new()
+        .max_closing_sockets(1)
+        .hold_closing_sockets(true));
     #[cfg(feature = "metrics")] // The gauges exist only with the feature.
     let mut registry = prometheus_client::registry::Registry::default();
     #[cfg(feature = "metrics")] // As above.

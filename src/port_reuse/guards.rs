@@ -150,8 +150,37 @@ impl Lease {
             table.held -= 1;
             self.held = false;
         }
-        table.orphan((self.local, self.remote), self.id);
+        table.orphan((self.local, self.remote), self.id, false);
         self.orphaned = true;
+    }
+
+    /// Whether the table closes connections dropped before their remote closed at once (see
+    /// [`ReuseTable::closing_at_once`](super::ReuseTable::closing_at_once)): then the caller
+    /// closes the socket and calls [`Lease::finishing`]; otherwise it holds the socket.
+    pub(crate) fn closes_at_once(&self) -> bool {
+        self.table.lock().closes_at_once
+    }
+
+    /// Hands the pair over to the table as finishing in the kernel: its socket was closed at
+    /// once before the remote closed its side, and a dial that meets the pair asks the kernel
+    /// whether the connection is done. Call it only once the socket is closed: a prune of the
+    /// finishing pairs that runs in between would find the connection still open, not
+    /// finishing, and free the pair. Returns the table if its finishing pairs are due for a
+    /// [`ReuseTable::prune_finishing`](super::ReuseTable::prune_finishing).
+    pub(crate) fn finishing(mut self) -> Option<ReuseTable> {
+        let mut table = self.table.lock();
+        table.orphan((self.local, self.remote), self.id, true);
+        let now = std::time::Instant::now();
+        let due = table
+            .pruned
+            .is_none_or(|pruned| now.saturating_duration_since(pruned) >= super::PRUNE_INTERVAL);
+        if due {
+            // The prune starts now: the next is due a whole interval later.
+            table.pruned = Some(now);
+        }
+        drop(table);
+        self.orphaned = true;
+        due.then(|| self.table.clone())
     }
 }
 

@@ -47,6 +47,11 @@ enum Admission {
     Claimed(futures::channel::oneshot::Sender<tokio::net::TcpStream>),
 }
 
+/// How often at most dropping connections prunes the finishing pairs
+/// ([`ReuseTable::prune_finishing`]): so the table keeps at most about this long's worth of
+/// pairs the kernel has finished with.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A handle on the transport's port-reuse table, for observing what dials will do.
 ///
 /// Cloning is cheap; every clone sees the same table. Obtained with
@@ -75,6 +80,32 @@ impl ReuseTable {
             table.orphan_hold = orphan_hold;
         }
         self
+    }
+
+    /// Closes connections dropped before their remote closed at once, leaving their pairs to
+    /// the kernel ([`Lease::finishing`]), if `at_once` and the kernel can be asked about a pair
+    /// here (`sys::watches_closing`: Linux with sock_diag); otherwise they are held.
+    pub(crate) fn closing_at_once(self, at_once: bool) -> Self {
+        self.lock().closes_at_once = at_once && sys::watches_closing();
+        self
+    }
+
+    /// Asks the kernel which of the table's finishing pairs ([`Lease::finishing`]) are still
+    /// finishing (one dump per family) and removes the others. Nothing to do, and no system
+    /// call, without finishing pairs. A failed dump changes nothing: those pairs then wait for
+    /// the orphan hold.
+    pub(crate) fn prune_finishing(&self) {
+        {
+            let table = self.lock();
+            if !table.closes_at_once || table.orphans_len() == 0 {
+                return;
+            }
+        }
+        let before = std::time::Instant::now();
+        match sys::finishing_pairs() {
+            Ok(finishing) => self.lock().prune(&finishing, before),
+            Err(error) => tracing::debug!(%error, "could not list finishing connections"),
+        }
     }
 
     /// Whether dials may reuse listening ports at all (configuration, environment, platform).
@@ -113,24 +144,33 @@ impl ReuseTable {
 
     /// How many dropped connections on a listening port, outbound from it or accepted by its
     /// listener, still wait for the remote to close its side before their (local, remote) pair
-    /// can be used again: those whose socket is kept open ([`Self::closing_sockets`]) and those
+    /// can be used again: those whose socket is kept open ([`Self::closing_sockets`]), those
     /// closed at once because the bound
     /// ([`Config::max_closing_sockets`](crate::Config::max_closing_sockets)) was reached or the
-    /// remote did not close within 10 s. The latter are passed over for as long as the kernel
-    /// may keep them (`tcp_fin_timeout`, 60 s by default, and a second).
+    /// remote did not close within 10 s (passed over for as long as the kernel may keep them,
+    /// `tcp_fin_timeout`, 60 s by default, and a second), and on Linux those closed at once
+    /// that the kernel is still finishing (asked here: one sock_diag dump per address family
+    /// while there are any; see [`Config::hold_closing_sockets`](crate::Config::hold_closing_sockets)).
     pub fn closing_connections(&self) -> usize {
+        self.prune_finishing();
         let mut table = self.lock();
         table.expire();
         table
             .pairs
             .values()
-            .filter(|p| matches!(p, Pair::Closing(..) | Pair::Orphaned(..)))
+            .filter(|p| {
+                matches!(
+                    p,
+                    Pair::Closing(..) | Pair::Orphaned(..) | Pair::Finishing(..)
+                )
+            })
             .count()
     }
 
     /// How many dropped connections are kept open until their remote closes, each holding a
     /// descriptor: never more than
-    /// [`Config::max_closing_sockets`](crate::Config::max_closing_sockets).
+    /// [`Config::max_closing_sockets`](crate::Config::max_closing_sockets). Always 0 on Linux
+    /// unless [`Config::hold_closing_sockets`](crate::Config::hold_closing_sockets) is set.
     pub fn closing_sockets(&self) -> usize {
         self.lock().held
     }

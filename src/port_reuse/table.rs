@@ -4,7 +4,7 @@
 //! the handle locks it.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -13,7 +13,7 @@ use std::{
 use futures::channel::oneshot;
 
 use super::Backlog;
-use crate::origin::Fallback;
+use crate::{origin::Fallback, sys};
 
 /// An address as the table keys pairs by: the IP and the port. IPv6's flow label and scope id,
 /// which a dial's choice never compares, are left out, so that a key takes 20 bytes where a
@@ -69,6 +69,11 @@ pub(super) struct Table {
     pub(super) max_held: usize,
     /// How long an orphaned pair is passed over.
     pub(super) orphan_hold: Duration,
+    /// Whether a connection dropped before its remote closed is closed at once and its pair
+    /// left to the kernel ([`Pair::Finishing`]) rather than held ([`Pair::Closing`]).
+    pub(super) closes_at_once: bool,
+    /// When the finishing pairs were last pruned, or are being pruned (`None` before the first).
+    pub(super) pruned: Option<Instant>,
     /// The registration number of the next new address.
     next_seq: u64,
     /// The number of the next lease.
@@ -90,6 +95,8 @@ impl Default for Table {
             held: 0,
             max_held: usize::MAX,
             orphan_hold: Duration::from_secs(61),
+            closes_at_once: false,
+            pruned: None,
             next_seq: 0,
             next_lease: 0,
         }
@@ -126,6 +133,12 @@ pub(super) enum Pair {
     /// the socket the remote's FIN cannot be seen, so the pair is passed over until the instant
     /// given, when the kernel has let go of the orphan in any case.
     Orphaned(u64, Instant),
+    /// The connection was closed at once before the remote closed its side, where the kernel
+    /// can be asked about a pair (Linux: `sys::pair_finished`). The kernel finishes it as for
+    /// [`Pair::Orphaned`]; a dial that meets the pair asks it whether it has, and the pair is
+    /// free once it has or at the instant given. [`Table::prune`] removes the finished ones in
+    /// bulk.
+    Finishing(u64, Instant),
 }
 
 /// Tells, without a system call, whether the remote of a closing connection has closed its side.
@@ -137,16 +150,20 @@ impl Pair {
             Self::Open(lease)
             | Self::Accepted(lease)
             | Self::Closing(lease, _)
-            | Self::Orphaned(lease, _) => *lease,
+            | Self::Orphaned(lease, _)
+            | Self::Finishing(lease, _) => *lease,
         }
     }
 
-    /// Whether a dial may take this pair now.
-    fn is_free(&self) -> bool {
+    /// Whether a dial may take this pair, `key`, now.
+    fn is_free(&self, key: &PairKey) -> bool {
         match self {
             Self::Open(_) | Self::Accepted(_) => false,
             Self::Closing(_, remote_closed) => remote_closed(),
             Self::Orphaned(_, until) => Instant::now() >= *until,
+            Self::Finishing(_, until) => {
+                Instant::now() >= *until || sys::pair_finished(key.0.into(), key.1.into())
+            }
         }
     }
 }
@@ -198,17 +215,42 @@ impl Table {
     }
 
     /// Marks the pair of lease `id` orphaned for [`Self::orphan_hold`] from now, unless a dial
-    /// took the pair over already.
-    pub(super) fn orphan(&mut self, key: PairKey, id: u64) {
+    /// took the pair over already: [`Pair::Orphaned`], or [`Pair::Finishing`] if `in_kernel`.
+    pub(super) fn orphan(&mut self, key: PairKey, id: u64, in_kernel: bool) {
         self.expire();
         let now = Instant::now();
         if let Some(pair) = self.pairs.get_mut(&key)
             && pair.lease() == id
         {
             let until = now + self.orphan_hold;
-            *pair = Pair::Orphaned(id, until);
+            *pair = if in_kernel {
+                Pair::Finishing(id, until)
+            } else {
+                Pair::Orphaned(id, until)
+            };
             self.orphans.push_back((until, key, id));
         }
+    }
+
+    /// Removes the [`Pair::Finishing`] pairs closed before `before` that are not in
+    /// `finishing`, the pairs the kernel listed as still finishing when asked at `before`.
+    pub(super) fn prune(&mut self, finishing: &HashSet<(SocketAddr, SocketAddr)>, before: Instant) {
+        let pairs = &mut self.pairs;
+        let hold = self.orphan_hold;
+        self.orphans.retain(|&(until, key, id)| {
+            let finished = until < before + hold
+                && matches!(pairs.get(&key), Some(Pair::Finishing(lease, _)) if *lease == id)
+                && !finishing.contains(&(key.0.into(), key.1.into()));
+            if finished {
+                pairs.remove(&key);
+            }
+            !finished
+        });
+    }
+
+    /// How many orphaned and finishing pairs wait for their hold to pass.
+    pub(super) fn orphans_len(&self) -> usize {
+        self.orphans.len()
     }
 
     /// Removes the orphaned pairs that are due, so that the table does not grow with pairs
@@ -224,7 +266,8 @@ impl Table {
                 return;
             }
             self.orphans.pop_front();
-            if matches!(self.pairs.get(&key), Some(Pair::Orphaned(lease, _)) if *lease == id) {
+            if matches!(self.pairs.get(&key), Some(Pair::Orphaned(lease, _) | Pair::Finishing(lease, _)) if *lease == id)
+            {
                 self.pairs.remove(&key);
             }
         }
@@ -276,7 +319,7 @@ impl Table {
         for local in candidates {
             any = true;
             let key = (Endpoint::from(local), remote_key);
-            if key.0 != key.1 && self.pairs.get(&key).is_none_or(Pair::is_free) {
+            if key.0 != key.1 && self.pairs.get(&key).is_none_or(|pair| pair.is_free(&key)) {
                 return Ok(local);
             }
         }

@@ -11,7 +11,9 @@
 //!   and expose a stream's descriptor.
 //!
 //! - `tcp_info.rs`, with the `metrics` feature: the TCP_INFO figures the metrics sample and
-//!   where they come from; `sock_diag.rs` reads them on Linux.
+//!   where they come from; `sock_diag/info.rs` reads them on Linux.
+//! - `sock_diag.rs`, Linux: the kernel's state for one (local, remote) pair and the pairs of the
+//!   connections it is finishing, for connections closed at once ([`watches_closing`]).
 //! - `temporary.rs`, Linux: the stable address a dial from a listening port uses in place of an
 //!   IPv6 temporary address ([`dial_source`]).
 //!
@@ -40,9 +42,10 @@ pub(crate) use self::windows::*;
 // Only the metrics feature reads TCP_INFO.
 #[cfg(feature = "metrics")]
 pub(crate) mod tcp_info;
-// The Linux source of TCP_INFO (see tcp_info.rs for the other platforms).
-#[cfg(tcp_info)]
-mod sock_diag;
+// Linux's socket table: the state of a closing connection's pair, and the source of TCP_INFO
+// (see tcp_info.rs for the other platforms).
+#[cfg(target_os = "linux")]
+pub(crate) mod sock_diag;
 // IPv6 temporary addresses, read from /proc (see `dial_source`).
 #[cfg(target_os = "linux")]
 mod temporary;
@@ -218,6 +221,40 @@ impl Platform {
             _ => false,
         }
     }
+}
+
+/// Whether the kernel can be asked about one connection's pair (Linux, where sock_diag
+/// answers; asked once per process): then a connection dropped before its remote closed is
+/// closed at once, and a dial that meets its pair asks [`pair_finished`]. Elsewhere such a
+/// socket is held open until the remote's FIN (`closing.rs`).
+pub(crate) fn watches_closing() -> bool {
+    #[cfg(target_os = "linux")]
+    return sock_diag::available();
+    #[cfg(not(target_os = "linux"))]
+    return false;
+}
+
+/// Whether the kernel is done with the connection of the pair (`local`, `remote`) that we
+/// closed before its remote's FIN, so that a new connection may take the pair: nothing holds
+/// the 4-tuple but a TIME_WAIT entry, a listener, or nothing. `false` if the kernel cannot be
+/// asked.
+pub(crate) fn pair_finished(local: SocketAddr, remote: SocketAddr) -> bool {
+    #[cfg(target_os = "linux")]
+    return sock_diag::pair_state(local, remote).is_ok_and(sock_diag::is_free);
+    #[cfg(not(target_os = "linux"))]
+    return {
+        let _ = (local, remote);
+        false
+    };
+}
+
+/// The (local, remote) pairs of the connections that the kernel is still finishing after our
+/// side closed them. Empty where the kernel cannot be asked.
+pub(crate) fn finishing_pairs() -> io::Result<std::collections::HashSet<(SocketAddr, SocketAddr)>> {
+    #[cfg(target_os = "linux")]
+    return sock_diag::finishing();
+    #[cfg(not(target_os = "linux"))]
+    return Ok(Default::default());
 }
 
 /// The IP a dial from a listening port leaves from, given the one the kernel's routing picked

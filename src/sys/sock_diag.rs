@@ -1,23 +1,33 @@
-//! TCP_INFO of many connections in one request, without `getsockopt`: the sock_diag netlink
-//! interface (`NETLINK_SOCK_DIAG`, `SOCK_DIAG_BY_FAMILY` with the `INET_DIAG_INFO` extension)
-//! dumps the TCP connections of the network namespace, each with its `struct tcp_info`, as
-//! `ss -ti` shows them. netlink-sys opens and reads the socket through a safe API; the messages
-//! are written and parsed here from the kernel's ABI (`linux/netlink.h`, `linux/inet_diag.h`,
-//! `linux/tcp.h`), whose structures only ever grow at the end: a field past the end of what an
-//! older kernel sends is `None`.
+//! The kernel's sock_diag netlink interface (`NETLINK_SOCK_DIAG`, `SOCK_DIAG_BY_FAMILY`): the
+//! TCP sockets of the network namespace as `ss` lists them, without a descriptor of them.
+//! netlink-sys opens and reads the socket through a safe API; the messages are written and
+//! parsed here from the kernel's ABI (`linux/netlink.h`, `linux/inet_diag.h`), whose structures
+//! only ever grow at the end.
 //!
-//! Linux only (the `tcp_info` alias in build.rs).
+//! - [`pair_state`]: the state the kernel keeps for one (local, remote) pair, looked up by its
+//!   4-tuple. A connection dropped before its remote closed is closed at once on Linux, and a
+//!   dial that meets its pair asks the kernel whether the connection is still finishing
+//!   (`closing.rs`); [`finishing`] lists the pairs of all such connections at once.
+//! - `info.rs`, with the `metrics` feature: TCP_INFO of every open connection in one dump.
+//!
+//! Linux only: Android denies apps `NETLINK_SOCK_DIAG` sockets (Android 10 and later), and other
+//! kernels have no sock_diag.
 
 use std::{
+    collections::HashSet,
     error::Error,
     fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Mutex, OnceLock, PoisonError},
     time::Duration,
 };
 
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
-use super::tcp_info::{Family, Sample, TcpInfo};
+#[cfg(tcp_info)]
+mod info;
+#[cfg(tcp_info)]
+pub(crate) use self::info::dump;
 
 // linux/netlink.h
 /// `struct nlmsghdr`: length, type, flags, sequence number, port id.
@@ -35,27 +45,24 @@ const INET_DIAG_REQ_V2_LEN: usize = 56;
 /// `struct inet_diag_msg`: family, state, timer, retransmits, socket id (at 4), expiry, queues,
 /// uid, inode.
 const INET_DIAG_MSG_LEN: usize = 72;
-/// The attribute that carries `struct tcp_info`; asked for with bit `INET_DIAG_INFO - 1`.
-const INET_DIAG_INFO: u16 = 2;
 
 // sys/socket.h, netinet/in.h
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u8 = 6;
 
-/// The states of a connection a stream can still own (`linux/tcp_states.h`): ESTABLISHED (1),
-/// FIN_WAIT1 (4), FIN_WAIT2 (5), CLOSE_WAIT (8), LAST_ACK (9), CLOSING (11). Not SYN_SENT,
-/// SYN_RECV, TIME_WAIT, CLOSE nor LISTEN: leftovers of closed connections and listeners are not
-/// listed.
-const OPEN_STATES: u32 = 1 << 1 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 9 | 1 << 11;
-
-// Offsets in struct tcp_info (linux/tcp.h).
-const TCPI_RTT: usize = 68;
-const TCPI_TOTAL_RETRANS: usize = 100;
-const TCPI_BYTES_ACKED: usize = 120;
-const TCPI_BYTES_RECEIVED: usize = 128;
-const TCPI_SEGS_OUT: usize = 136;
-const TCPI_SEGS_IN: usize = 140;
+// linux/tcp_states.h
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
+/// The states of a connection we closed before its remote's FIN, while it is finishing:
+/// FIN_WAIT1 (4), FIN_WAIT2 (5, also the substate of the TIME_WAIT entry the kernel keeps for
+/// such a connection once it has no socket), CLOSING (11), LAST_ACK (9).
+const FINISHING_STATES: u32 = 1 << 4 | 1 << 5 | 1 << 9 | 1 << 11;
+/// `INET_DIAG_NOCOOKIE`: look the socket up by its addresses alone.
+const NO_COOKIE: [u8; 8] = [0xff; 8];
+/// `ENOENT`: no socket has the 4-tuple.
+const ENOENT: i32 = 2;
 
 /// The kernel answers at once; this bounds how long a scrape can wait on it.
 const RECV_TIMEOUT: Duration = Duration::from_secs(1);
@@ -64,15 +71,131 @@ const RECV_BUFFER: usize = 32 * 1024;
 /// The only request of its socket.
 const SEQ: u32 = 1;
 
-/// Asks the kernel for the open TCP connections of `family` with their TCP_INFO: one request,
-/// one datagram back per 32 KiB of answer (about 100 connections).
-pub(crate) fn dump(family: Family) -> io::Result<Vec<Sample>> {
+/// What the kernel keeps for the TCP pair (`local`, `remote`) of this network namespace: the
+/// state of the socket with that 4-tuple (`linux/tcp_states.h`; for a TIME_WAIT entry its
+/// substate), that of the listener on `local` if there is no such socket, or `None` if neither
+/// exists. One request on the process's lookup socket, answered at once: two system calls.
+pub(crate) fn pair_state(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<u8>> {
+    static LOOKUP: Mutex<Option<Lookup>> = Mutex::new(None);
+    let mut lookup = LOOKUP.lock().unwrap_or_else(PoisonError::into_inner);
+    if lookup.is_none() {
+        *lookup = Some(Lookup::new()?);
+    }
+    let Some(open) = lookup.as_mut() else {
+        unreachable!("opened above");
+    };
+    let state = open.ask(local, remote);
+    if state.is_err() {
+        // A new socket for the next request: nothing of this one's is left to read.
+        *lookup = None;
+    }
+    state
+}
+
+/// The socket [`pair_state`] asks on, kept open: a socket per request would cost two more
+/// system calls and a netlink port id each time, on the dial's path.
+struct Lookup {
+    socket: Socket,
+    /// The sequence number of the last request; answers to earlier ones (after a timeout) are
+    /// skipped.
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Lookup {
+    fn new() -> io::Result<Self> {
+        let socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        socket2::SockRef::from(&socket).set_read_timeout(Some(RECV_TIMEOUT))?;
+        Ok(Self {
+            socket,
+            seq: 0,
+            buf: Vec::with_capacity(1024),
+        })
+    }
+
+    fn ask(&mut self, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<u8>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.socket.send(&lookup_request(local, remote, seq), 0)?;
+        loop {
+            self.buf.clear();
+            match self.socket.recv(&mut self.buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let mut state = None;
+            match parse_with(&self.buf, seq, |msg| {
+                state = Some(socket_id(msg)?.0);
+                Ok(())
+            }) {
+                Ok(_) if state.is_some() => return Ok(state),
+                // Only answers to earlier requests: read on.
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(ENOENT) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether the kernel's state for a pair leaves it free for a new connection: nothing, a
+/// listener, a closed socket, or a TIME_WAIT entry (which a connection from a bound port takes
+/// over). Any other state is a connection that holds the 4-tuple.
+pub(crate) fn is_free(state: Option<u8>) -> bool {
+    matches!(state, None | Some(TCP_TIME_WAIT | TCP_CLOSE | TCP_LISTEN))
+}
+
+/// Whether sock_diag answers here (a netlink socket of that protocol may be denied, or the
+/// kernel built without it): asked once per process.
+pub(crate) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        match pair_state(nowhere, nowhere) {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::debug!(%error, "sock_diag does not answer: closing sockets are held");
+                false
+            }
+        }
+    })
+}
+
+/// The pairs of every TCP connection of the namespace that is finishing after our side closed
+/// ([`FINISHING_STATES`]), IPv4 and IPv6: one dump each, one datagram back per 32 KiB (about
+/// 450 connections). An IPv4 pair on an IPv6 socket is listed in both forms.
+pub(crate) fn finishing() -> io::Result<HashSet<(SocketAddr, SocketAddr)>> {
+    let mut pairs = HashSet::new();
+    for family in [AF_INET, AF_INET6] {
+        let mut request = [0; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
+        header(&mut request, NLM_F_REQUEST | NLM_F_DUMP, SEQ);
+        request[NLMSG_HDRLEN] = family;
+        request[NLMSG_HDRLEN + 1] = IPPROTO_TCP;
+        request[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 8]
+            .copy_from_slice(&FINISHING_STATES.to_ne_bytes());
+        dump_with(&request, |msg| {
+            let (_, local, remote) = socket_id(msg)?;
+            let canonical = (
+                SocketAddr::new(local.ip().to_canonical(), local.port()),
+                SocketAddr::new(remote.ip().to_canonical(), remote.port()),
+            );
+            pairs.insert((local, remote));
+            pairs.insert(canonical);
+            Ok(())
+        })?;
+    }
+    Ok(pairs)
+}
+
+/// Sends the dump `request` (sequence [`SEQ`]) on a new socket and hands each message of the
+/// answer to `each`, until the kernel ends the dump.
+fn dump_with(request: &[u8], mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     let socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket2::SockRef::from(&socket).set_read_timeout(Some(RECV_TIMEOUT))?;
     // Unbound and unconnected: the kernel (port id 0) is the destination, and the socket is
     // given a port id on this first send.
-    socket.send(&request(family, SEQ), 0)?;
-    let mut samples = Vec::new();
+    socket.send(request, 0)?;
     let mut buf = Vec::with_capacity(RECV_BUFFER);
     loop {
         buf.clear();
@@ -81,31 +204,50 @@ pub(crate) fn dump(family: Family) -> io::Result<Vec<Sample>> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        if parse(&buf, SEQ, &mut samples)? == Part::Done {
-            return Ok(samples);
+        if parse_with(&buf, SEQ, &mut each)? == Part::Done {
+            return Ok(());
         }
     }
 }
 
-/// A `SOCK_DIAG_BY_FAMILY` dump request for the TCP connections of `family` in [`OPEN_STATES`],
-/// with `INET_DIAG_INFO`.
-fn request(family: Family, seq: u32) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
-    let mut buf = [0; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
-    let len = u32::try_from(buf.len()).expect("72 bytes");
+/// Writes the netlink header of a `SOCK_DIAG_BY_FAMILY` request of `buf`'s length.
+fn header(buf: &mut [u8], flags: u16, seq: u32) {
+    let len = u32::try_from(buf.len()).expect("a request is a few dozen bytes");
     buf[0..4].copy_from_slice(&len.to_ne_bytes());
     buf[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    buf[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    buf[6..8].copy_from_slice(&flags.to_ne_bytes());
     buf[8..12].copy_from_slice(&seq.to_ne_bytes());
     // Port id 0: the kernel fills in ours.
+}
+
+/// A request for the one TCP socket with the 4-tuple (`local`, `remote`), IPv4-mapped IPv6
+/// addresses asked as IPv4 (the kernel hashes such connections by their IPv4 addresses).
+fn lookup_request(
+    local: SocketAddr,
+    remote: SocketAddr,
+    seq: u32,
+) -> [u8; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN] {
+    let mut buf = [0; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
+    header(&mut buf, NLM_F_REQUEST, seq);
+    let (local_ip, remote_ip) = (local.ip().to_canonical(), remote.ip().to_canonical());
     let req = &mut buf[NLMSG_HDRLEN..];
-    req[0] = match family {
-        Family::V4 => AF_INET,
-        Family::V6 => AF_INET6,
+    req[0] = match (local_ip, remote_ip) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => AF_INET,
+        _ => AF_INET6,
     };
     req[1] = IPPROTO_TCP;
-    req[2] = 1 << (INET_DIAG_INFO - 1);
-    req[4..8].copy_from_slice(&OPEN_STATES.to_ne_bytes());
-    // The socket id stays zero: every socket, no filter.
+    // struct inet_diag_sockid at 8: ports (network order), source (ours) and destination
+    // addresses, 16 bytes each, interface, cookie.
+    req[8..10].copy_from_slice(&local.port().to_be_bytes());
+    req[10..12].copy_from_slice(&remote.port().to_be_bytes());
+    for (at, ip) in [(12, local_ip), (28, remote_ip)] {
+        match (req[0], ip) {
+            (AF_INET, IpAddr::V4(ip)) => req[at..at + 4].copy_from_slice(&ip.octets()),
+            (_, IpAddr::V4(ip)) => req[at..at + 16].copy_from_slice(&ip.to_ipv6_mapped().octets()),
+            (_, IpAddr::V6(ip)) => req[at..at + 16].copy_from_slice(&ip.octets()),
+        }
+    }
+    req[48..56].copy_from_slice(&NO_COOKIE);
     buf
 }
 
@@ -116,10 +258,14 @@ enum Part {
     Done,
 }
 
-/// Adds the connections of one datagram of the answer to request `seq` to `out`. Messages of
-/// another sequence are skipped; so are connections without TCP_INFO. An `NLMSG_ERROR` is
-/// returned as the OS error it carries; a message cut short as `InvalidData`.
-fn parse(datagram: &[u8], seq: u32, out: &mut Vec<Sample>) -> io::Result<Part> {
+/// Hands each `struct inet_diag_msg` of one datagram of the answer to request `seq` to `each`.
+/// Messages of another sequence are skipped. An `NLMSG_ERROR` is returned as the OS error it
+/// carries; a message cut short as `InvalidData`.
+fn parse_with(
+    datagram: &[u8],
+    seq: u32,
+    mut each: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<Part> {
     let mut rest = datagram;
     while !rest.is_empty() {
         let header = rest
@@ -145,16 +291,17 @@ fn parse(datagram: &[u8], seq: u32, out: &mut Vec<Sample>) -> io::Result<Part> {
                     return Err(io::Error::from_raw_os_error(code.saturating_neg()));
                 }
             }
-            SOCK_DIAG_BY_FAMILY => out.extend(connection(payload)?),
+            SOCK_DIAG_BY_FAMILY => each(payload)?,
             _ => {}
         }
     }
     Ok(Part::More)
 }
 
-/// One `struct inet_diag_msg` and its attributes: the connection with its TCP_INFO, or `None`
-/// without it (no `INET_DIAG_INFO`, or one too short to hold the round-trip time).
-fn connection(msg: &[u8]) -> io::Result<Option<Sample>> {
+/// The state (`linux/tcp_states.h`; a TIME_WAIT entry's substate: FIN_WAIT2 for a connection
+/// closed before the remote's FIN) and the (local, remote) addresses of one `struct
+/// inet_diag_msg`.
+fn socket_id(msg: &[u8]) -> io::Result<(u8, SocketAddr, SocketAddr)> {
     if msg.len() < INET_DIAG_MSG_LEN {
         return Err(Malformed("inet_diag_msg").into());
     }
@@ -169,44 +316,11 @@ fn connection(msg: &[u8]) -> io::Result<Option<Sample>> {
             _ => return Err(Malformed("address family").into()),
         })
     };
-    let local = SocketAddr::new(addr(8)?, port(4));
-    let remote = SocketAddr::new(addr(24)?, port(6));
-    let mut attrs = &msg[INET_DIAG_MSG_LEN..];
-    // struct rtattr: length (with the 4-byte header), type; padded to 4 bytes.
-    while attrs.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
-        if len < 4 || len > attrs.len() {
-            return Err(Malformed("attribute length").into());
-        }
-        if kind == INET_DIAG_INFO {
-            return Ok(tcp_info(&attrs[4..len]).map(|info| Sample {
-                local,
-                remote,
-                info,
-            }));
-        }
-        attrs = attrs.get(align(len)..).unwrap_or_default();
-    }
-    Ok(None)
-}
-
-/// The figures of a `struct tcp_info` as long as the kernel sent; `None` if it is too short
-/// to hold the round-trip time.
-fn tcp_info(info: &[u8]) -> Option<TcpInfo> {
-    let field = |at: usize| (info.len() >= at + 4).then(|| u32_at(info, at));
-    let field64 = |at: usize| {
-        let bytes = info.get(at..at + 8)?;
-        Some(u64::from_ne_bytes(bytes.try_into().expect("8 bytes")))
-    };
-    Some(TcpInfo {
-        rtt: Duration::from_micros(field(TCPI_RTT)?.into()),
-        segments_sent: field(TCPI_SEGS_OUT),
-        segments_received: field(TCPI_SEGS_IN),
-        retransmitted: field(TCPI_TOTAL_RETRANS),
-        bytes_acked: field64(TCPI_BYTES_ACKED),
-        bytes_received: field64(TCPI_BYTES_RECEIVED),
-    })
+    Ok((
+        msg[1],
+        SocketAddr::new(addr(8)?, port(4)),
+        SocketAddr::new(addr(24)?, port(6)),
+    ))
 }
 
 /// The native-endian `u32` at `at`; the caller checked the length.
@@ -239,240 +353,106 @@ impl From<Malformed> for io::Error {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::Read,
+        net::{Shutdown, TcpListener, TcpStream},
+        thread,
+        time::Instant,
+    };
+
     use super::*;
 
-    /// A netlink message of `kind` for request `seq` around `payload`, padded.
-    fn message(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let len = u32::try_from(NLMSG_HDRLEN + payload.len()).unwrap();
-        let mut buf = Vec::new();
-        buf.extend(len.to_ne_bytes());
-        buf.extend(kind.to_ne_bytes());
-        buf.extend(0x2u16.to_ne_bytes()); // NLM_F_MULTI
-        buf.extend(seq.to_ne_bytes());
-        buf.extend(4242u32.to_ne_bytes());
-        buf.extend(payload);
-        buf.resize(align(buf.len()), 0);
-        buf
-    }
-
-    /// A `struct tcp_info` of `len` bytes with the given figures; the bytes acked and received
-    /// are `out` and `in` times 1000 and 2^32 more.
-    fn tcp_info_bytes(len: usize, rtt_us: u32, out: u32, r#in: u32, retrans: u32) -> Vec<u8> {
-        let mut info = vec![0; len];
-        for (at, value) in [
-            (TCPI_RTT, rtt_us),
-            (TCPI_SEGS_OUT, out),
-            (TCPI_SEGS_IN, r#in),
-            (TCPI_TOTAL_RETRANS, retrans),
-        ] {
-            if at + 4 <= len {
-                info[at..at + 4].copy_from_slice(&value.to_ne_bytes());
-            }
-        }
-        for (at, segments) in [(TCPI_BYTES_ACKED, out), (TCPI_BYTES_RECEIVED, r#in)] {
-            if at + 8 <= len {
-                let bytes = u64::from(segments) * 1000 + (1 << 32);
-                info[at..at + 8].copy_from_slice(&bytes.to_ne_bytes());
-            }
-        }
-        info
-    }
-
-    /// A `struct inet_diag_msg` for `local` to `remote`, with `info` as INET_DIAG_INFO and an
-    /// attribute of another kind before it.
-    fn diag_msg(local: SocketAddr, remote: SocketAddr, info: Option<&[u8]>) -> Vec<u8> {
-        let mut msg = vec![0; INET_DIAG_MSG_LEN];
-        msg[0] = if local.is_ipv4() { AF_INET } else { AF_INET6 };
-        msg[1] = 1; // ESTABLISHED
-        msg[4..6].copy_from_slice(&local.port().to_be_bytes());
-        msg[6..8].copy_from_slice(&remote.port().to_be_bytes());
-        for (at, ip) in [(8, local.ip()), (24, remote.ip())] {
-            match ip {
-                IpAddr::V4(ip) => msg[at..at + 4].copy_from_slice(&ip.octets()),
-                IpAddr::V6(ip) => msg[at..at + 16].copy_from_slice(&ip.octets()),
-            }
-        }
-        let attr = |kind: u16, payload: &[u8]| {
-            let mut attr = Vec::new();
-            attr.extend(u16::try_from(4 + payload.len()).unwrap().to_ne_bytes());
-            attr.extend(kind.to_ne_bytes());
-            attr.extend(payload);
-            attr.resize(align(attr.len()), 0);
-            attr
-        };
-        msg.extend(attr(1, &[7; 5])); // INET_DIAG_MEMINFO-like, odd length: padded
-        if let Some(info) = info {
-            msg.extend(attr(INET_DIAG_INFO, info));
-        }
-        msg
-    }
+    const ESTABLISHED: u8 = 1;
+    const FIN_WAIT2: u8 = 5;
 
     #[test]
-    fn the_request_asks_for_tcp_info_of_open_tcp_connections() {
-        let buf = request(Family::V6, 9);
-        assert_eq!(buf.len(), 72);
+    fn the_lookup_request_names_one_4_tuple() {
+        let local: SocketAddr = "10.0.0.1:4001".parse().unwrap();
+        let remote: SocketAddr = "10.0.0.2:5".parse().unwrap();
+        let buf = lookup_request(local, remote, 9);
         assert_eq!(u32_at(&buf, 0), 72);
-        assert_eq!(u16::from_ne_bytes([buf[4], buf[5]]), 20);
-        assert_eq!(u16::from_ne_bytes([buf[6], buf[7]]), 0x301);
-        assert_eq!(u32_at(&buf, 8), 9);
-        assert_eq!(&buf[16..20], &[10, 6, 0b10, 0]);
-        assert_eq!(u32_at(&buf, 20), 0b1011_0011_0010);
-        assert!(buf[24..].iter().all(|&b| b == 0), "no socket filter");
-        assert_eq!(request(Family::V4, 9)[16], 2);
-    }
-
-    #[test]
-    fn connections_of_a_datagram() {
-        let v4 = (
-            "10.0.0.1:4001".parse().unwrap(),
-            "10.0.0.2:5".parse().unwrap(),
+        assert_eq!(
+            u16::from_ne_bytes([buf[6], buf[7]]),
+            NLM_F_REQUEST,
+            "not a dump"
         );
-        let v6 = (
+        let req = &buf[NLMSG_HDRLEN..];
+        assert_eq!(&req[..4], &[AF_INET, IPPROTO_TCP, 0, 0]);
+        assert_eq!(&req[8..12], &[0x0f, 0xa1, 0, 5], "ports in network order");
+        assert_eq!(&req[12..16], &[10, 0, 0, 1]);
+        assert_eq!(&req[28..32], &[10, 0, 0, 2]);
+        assert_eq!(&req[48..56], &[0xff; 8], "no cookie");
+        // An IPv4-mapped pair is asked as IPv4; an IPv6 one as IPv6.
+        let mapped = lookup_request(
+            "[::ffff:10.0.0.1]:4001".parse().unwrap(),
+            "[::ffff:10.0.0.2]:5".parse().unwrap(),
+            9,
+        );
+        assert_eq!(mapped, buf);
+        let v6 = lookup_request(
             "[2001:db8::1]:4001".parse().unwrap(),
-            "[::1]:65535".parse().unwrap(),
+            "[2001:db8::2]:5".parse().unwrap(),
+            9,
         );
-        // Linux 6.x sends 232 bytes or more (a kernel newer than these tests sends more, which
-        // is ignored); before 3.15, 104 (no byte nor segment counts); 4.1, 136 (bytes, no
-        // segments).
-        let full = tcp_info_bytes(248, 57, 10, 11, 2);
-        let old = tcp_info_bytes(104, 1_500_000, 10, 11, 3);
-        let bytes_only = tcp_info_bytes(136, 100, 10, 11, 0);
-        let mut datagram = message(20, 1, &diag_msg(v4.0, v4.1, Some(&full)));
-        datagram.extend(message(20, 1, &diag_msg(v6.0, v6.1, Some(&old))));
-        datagram.extend(message(20, 1, &diag_msg(v6.1, v6.0, Some(&bytes_only))));
-        // No INET_DIAG_INFO, a TCP_INFO too short for the RTT, another request's answer.
-        datagram.extend(message(20, 1, &diag_msg(v4.1, v4.0, None)));
-        datagram.extend(message(20, 1, &diag_msg(v4.1, v4.0, Some(&[0; 40]))));
-        datagram.extend(message(20, 2, &diag_msg(v4.1, v4.0, Some(&full))));
-        let mut out = Vec::new();
-        assert_eq!(parse(&datagram, 1, &mut out).unwrap(), Part::More);
-        assert_eq!(
-            out,
-            [
-                Sample {
-                    local: v4.0,
-                    remote: v4.1,
-                    info: TcpInfo {
-                        rtt: Duration::from_micros(57),
-                        segments_sent: Some(10),
-                        segments_received: Some(11),
-                        retransmitted: Some(2),
-                        bytes_acked: Some(10_000 + (1 << 32)),
-                        bytes_received: Some(11_000 + (1 << 32)),
-                    },
-                },
-                Sample {
-                    local: v6.0,
-                    remote: v6.1,
-                    info: TcpInfo {
-                        rtt: Duration::from_millis(1500),
-                        segments_sent: None,
-                        segments_received: None,
-                        retransmitted: Some(3),
-                        bytes_acked: None,
-                        bytes_received: None,
-                    },
-                },
-                Sample {
-                    local: v6.1,
-                    remote: v6.0,
-                    info: TcpInfo {
-                        rtt: Duration::from_micros(100),
-                        segments_sent: None,
-                        segments_received: None,
-                        retransmitted: Some(0),
-                        bytes_acked: Some(10_000 + (1 << 32)),
-                        bytes_received: Some(11_000 + (1 << 32)),
-                    },
-                },
-            ]
-        );
-        let done = message(3, 1, &0i32.to_ne_bytes());
-        assert_eq!(parse(&done, 1, &mut out).unwrap(), Part::Done);
-        assert_eq!(out.len(), 3);
+        assert_eq!(v6[NLMSG_HDRLEN], AF_INET6);
+        assert_eq!(v6[NLMSG_HDRLEN + 12], 0x20);
+        assert_eq!(v6[NLMSG_HDRLEN + 43], 2);
     }
 
-    #[test]
-    fn kernel_errors_keep_their_code() {
-        let denied = message(2, 1, &(-1i32).to_ne_bytes()); // -EPERM
-        let e = parse(&denied, 1, &mut Vec::new()).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(1));
-        let ack = message(2, 1, &0i32.to_ne_bytes());
-        assert_eq!(parse(&ack, 1, &mut Vec::new()).unwrap(), Part::More);
-    }
-
-    #[test]
-    fn truncated_answers_are_invalid_data() {
-        let one = message(
-            20,
-            1,
-            &diag_msg(
-                "1.2.3.4:1".parse().unwrap(),
-                "5.6.7.8:2".parse().unwrap(),
-                None,
-            ),
-        );
-        for cut in [3, NLMSG_HDRLEN + 10, one.len() - 4] {
-            let e = parse(&one[..cut], 1, &mut Vec::new()).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "cut at {cut}: {e}");
+    /// Waits (at most 5 s) until the kernel's state for the pair satisfies `done`.
+    fn state_becomes(
+        local: SocketAddr,
+        remote: SocketAddr,
+        done: impl Fn(Option<u8>) -> bool,
+    ) -> Option<u8> {
+        let started = Instant::now();
+        loop {
+            let state = pair_state(local, remote).expect("sock_diag lookup");
+            if done(state) || started.elapsed().as_secs() >= 5 {
+                return state;
+            }
+            thread::sleep(Duration::from_millis(1));
         }
-        let mut bad_attr = diag_msg(
-            "1.2.3.4:1".parse().unwrap(),
-            "5.6.7.8:2".parse().unwrap(),
-            None,
-        );
-        bad_attr.extend([200, 0, 2, 0]);
-        let e = parse(&message(20, 1, &bad_attr), 1, &mut Vec::new()).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        let mut family = diag_msg(
-            "1.2.3.4:1".parse().unwrap(),
-            "5.6.7.8:2".parse().unwrap(),
-            None,
-        );
-        family[0] = 1; // AF_UNIX
-        assert!(parse(&message(20, 1, &family), 1, &mut Vec::new()).is_err());
     }
 
-    /// The offsets above against the running kernel: a loopback connection that exchanged data
-    /// is listed with a round-trip time and its segments.
+    /// The lookup against the running kernel, through a connection's life as a closing-at-once
+    /// drop sees it: open, closed by us before the remote (FIN_WAIT2, also in the finishing
+    /// dump), then the remote's FIN (TIME_WAIT: free). A pair nobody holds is `None`; the
+    /// listener's own address answers LISTEN.
     #[test]
-    fn a_real_connection_is_listed() {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
-        let mut buf = [0; 4];
-        for _ in 0..5 {
-            client.write_all(b"ping").unwrap();
-            server.read_exact(&mut buf).unwrap();
-            server.write_all(b"pong").unwrap();
-            client.read_exact(&mut buf).unwrap();
-        }
-        let (local, remote) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
-        let samples = dump(Family::V4).expect("sock_diag dump");
-        let sample = samples
-            .iter()
-            .find(|s| s.local == local && s.remote == remote)
-            .unwrap_or_else(|| panic!("{local} -> {remote} not in {samples:?}"));
-        let info = sample.info;
-        assert!(
-            info.rtt > Duration::ZERO && info.rtt < Duration::from_secs(1),
-            "{info:?}"
-        );
-        // The handshake's ACK, 5 pings and the ACKs of 5 pongs (some may be delayed).
-        assert!(info.segments_sent.unwrap() >= 6, "{info:?}");
-        assert!(info.segments_received.unwrap() >= 6, "{info:?}");
-        assert_eq!(info.retransmitted, Some(0));
-        // 20 bytes each way; the kernel counts our SYN as an acknowledged byte.
+    fn the_kernel_answers_through_a_connection_s_life() {
+        assert!(available(), "sock_diag answers on this Linux host");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, remote) = listener.accept().unwrap();
+        let local = server.local_addr().unwrap();
+        assert_eq!(pair_state(local, remote).unwrap(), Some(ESTABLISHED));
+        assert!(!is_free(Some(ESTABLISHED)));
+
+        drop(server);
+        let state = state_becomes(local, remote, |s| s == Some(FIN_WAIT2));
         assert_eq!(
-            (info.bytes_acked, info.bytes_received),
-            (Some(21), Some(20))
+            state,
+            Some(FIN_WAIT2),
+            "closed by us, the remote still open"
         );
-        // The listener is not an open connection.
+        assert!(!is_free(state));
         assert!(
-            !samples
-                .iter()
-                .any(|s| s.local == listener.local_addr().unwrap() && s.remote.port() == 0)
+            finishing().unwrap().contains(&(local, remote)),
+            "listed as finishing"
         );
+
+        let mut eof = [0; 1];
+        assert_eq!(client.read(&mut eof).unwrap(), 0, "our FIN");
+        client.shutdown(Shutdown::Write).unwrap();
+        let state = state_becomes(local, remote, |s| s == Some(TCP_TIME_WAIT));
+        assert_eq!(state, Some(TCP_TIME_WAIT), "the remote's FIN");
+        assert!(is_free(state));
+        assert!(!finishing().unwrap().contains(&(local, remote)));
+
+        let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(pair_state(nobody, remote).unwrap(), None);
+        assert_eq!(pair_state(local, nobody).unwrap(), Some(TCP_LISTEN));
+        assert!(is_free(None) && is_free(Some(TCP_LISTEN)));
     }
 }

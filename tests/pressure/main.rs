@@ -140,6 +140,24 @@ fn without_the_bound_the_same_dials_run_out_of_descriptors() {
     );
 }
 
+#[test]
+fn closed_at_once_peers_that_never_close_then_close() {
+    let lines = run_child("child_closes_at_once", End::Close);
+    assert!(
+        lines.iter().any(|l| l.contains("every pair free")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn closed_at_once_peers_that_never_close_then_reset() {
+    let lines = run_child("child_closes_at_once", End::Reset);
+    assert!(
+        lines.iter().any(|l| l.contains("every pair free")),
+        "{lines:?}"
+    );
+}
+
 /// The child's side: its arguments from the parent.
 fn child_setup() -> (u16, End) {
     assert_eq!(
@@ -178,8 +196,9 @@ async fn peers_ended() {
 #[ignore = "run in a child process with ulimit -n 256 by peers_that_never_close_then_*"]
 async fn child_dials_peers_that_never_close() {
     let (peer_port, end) = child_setup();
-    // The default bound: derived from this process's limit.
-    let mut t = transport();
+    // The default bound: derived from this process's limit. Held sockets, as on every platform
+    // but Linux (the closing-at-once child below is Linux's default).
+    let mut t = Transport::new(Config::new().hold_closing_sockets(true));
     let table = t.reuse_table();
     let (_, addr) = listen(&mut t, "/ip4/127.0.0.1/tcp/0").await;
     let fds = open_fds();
@@ -342,11 +361,123 @@ async fn child_dials_peers_that_never_close() {
     );
 }
 
+/// Linux's default: a connection dropped before its remote closed is closed at once and its pair
+/// left to the kernel. No descriptor is held whatever the peers do; the pairs are passed over
+/// while the kernel finishes their connections, and free once it has.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "run in a child process with ulimit -n 256 by closed_at_once_peers_that_never_close_then_*"]
+async fn child_closes_at_once() {
+    let (peer_port, end) = child_setup();
+    let mut t = transport();
+    let table = t.reuse_table();
+    let (_, addr) = listen(&mut t, "/ip4/127.0.0.1/tcp/0").await;
+    let fds = open_fds();
+
+    for i in 0..DIALS {
+        let stream = dial(&mut t, peer(i, peer_port), PortUse::Reuse)
+            .await
+            .unwrap_or_else(|e| panic!("dial {i}: {e}"));
+        assert_eq!(stream.port_origin(), PortOrigin::Reused, "dial {i}");
+        assert_eq!(stream.local_addr().unwrap(), addr, "dial {i}");
+        drop(stream);
+        // At most one more: the netlink socket of a prune of the finishing pairs, while its
+        // dump runs on a blocking thread.
+        let extra = open_fds() - fds;
+        assert!(
+            table.closing_sockets() == 0 && extra <= 1,
+            "(held, extra descriptors) = {:?} after {} drops",
+            (table.closing_sockets(), extra),
+            i + 1
+        );
+    }
+    assert_eq!(
+        (
+            table.dialed_connections(),
+            table.closing_connections(),
+            table.closing_sockets()
+        ),
+        (0, DIALS, 0),
+        "(open, closing, held): the kernel still finishes every one"
+    );
+    let counted = Instant::now();
+    let (kernel, fin_wait) = loop {
+        let kernel = kernel_states(addr.port(), peer_port);
+        let fin_wait = kernel.get(&FIN_WAIT1).unwrap_or(&0) + kernel.get(&FIN_WAIT2).unwrap_or(&0);
+        if fin_wait == DIALS || counted.elapsed() > Duration::from_secs(2) {
+            break (kernel, fin_wait);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(fin_wait, DIALS, "kernel states {kernel:x?}");
+    // The kernel says those pairs are taken: dials back pass over them without a failed
+    // system call.
+    for i in REDIALED {
+        let stream = dial(&mut t, peer(i, peer_port), PortUse::Reuse)
+            .await
+            .unwrap_or_else(|e| panic!("redial {i}: {e}"));
+        assert_eq!(
+            stream.port_origin(),
+            PortOrigin::Ephemeral(Fallback::Busy),
+            "redial {i}"
+        );
+    }
+    println!(
+        "pressure: closing at once, {DIALS} dials from {addr} to peers that never close nor \
+         read, each dropped at once, ulimit -n {LIMIT}: 0 sockets held, descriptors {fds} + 0; \
+         the kernel has {fin_wait} connections in FIN_WAIT; {REDIALS} redials passed over to an \
+         ephemeral port (Fallback::Busy)",
+        fds = fds - 1,
+    );
+
+    println!("pressure: ready, peers hold {}", DIALS + REDIALS);
+    peers_ended().await;
+    let ended = Instant::now();
+    // The kernel finishes the connections (TIME_WAIT after a FIN, nothing after a reset): the
+    // table lets go of the pairs, and a dial back leaves from the listening port again.
+    while table.closing_connections() > 0 {
+        assert!(
+            ended.elapsed() < TIMEOUT,
+            "{} pairs still closing; kernel states {:x?}",
+            table.closing_connections(),
+            kernel_states(addr.port(), peer_port)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let freed_in = ended.elapsed();
+    for i in REDIALED {
+        let stream = dial(&mut t, peer(i, peer_port), PortUse::Reuse)
+            .await
+            .unwrap_or_else(|e| panic!("redial {i}: {e}"));
+        assert_eq!(stream.port_origin(), PortOrigin::Reused, "redial {i}");
+        assert_eq!(stream.local_addr().unwrap(), addr, "redial {i}");
+    }
+    while open_fds() != fds {
+        assert!(
+            ended.elapsed() < TIMEOUT,
+            "{} descriptors more than before the dials",
+            open_fds() - fds
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "pressure: closing at once, peers {}: every pair free {freed_in:?} after; {REDIALS} \
+         redials left from {addr}",
+        match end {
+            End::Close => "closed",
+            End::Reset => "reset",
+        },
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "run in a child process with ulimit -n 256 by without_the_bound_the_same_dials_run_out_of_descriptors"]
 async fn child_without_a_bound() {
     let (peer_port, _) = child_setup();
-    let mut t = Transport::new(Config::new().max_closing_sockets(usize::MAX));
+    let mut t = Transport::new(
+        Config::new()
+            .max_closing_sockets(usize::MAX)
+            .hold_closing_sockets(true),
+    );
     listen(&mut t, "/ip4/127.0.0.1/tcp/0").await;
     // Queued before the descriptors run out, accepted after: on a second listener, which the
     // dials (all from the first, each to a new peer) do not leave from, so that none takes the

@@ -100,6 +100,19 @@ pub fn open_fds() -> usize {
         .count()
 }
 
+/// The number of descriptors this process has open once no transient one is: on Linux a
+/// transport that closed a connection at once lists the kernel's finishing connections (a
+/// netlink socket for the length of one dump, on a blocking thread). The least of readings 10 ms
+/// apart over 100 ms, async so that the runtime's tasks go on meanwhile.
+pub async fn settled_fds() -> usize {
+    let mut least = open_fds();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        least = least.min(open_fds());
+    }
+    least
+}
+
 /// The kind of error with which the kernel refuses a second connection on one (local, remote)
 /// pair at `connect`: `EADDRNOTAVAIL` on Linux and Android, `EADDRINUSE` on macOS and the BSDs
 /// (48 on macOS), `WSAEADDRINUSE` on Windows.
