@@ -95,14 +95,18 @@ impl ReuseTable {
     /// call, without finishing pairs. A failed dump changes nothing: those pairs then wait for
     /// the orphan hold.
     pub(crate) fn prune_finishing(&self) {
-        {
+        let families = {
             let table = self.lock();
-            if !table.closes_at_once || table.orphans_len() == 0 {
+            if !table.closes_at_once {
                 return;
             }
+            table.finishing_families()
+        };
+        if families == [false, false] {
+            return;
         }
         let before = std::time::Instant::now();
-        match sys::finishing_pairs() {
+        match sys::finishing_pairs(families) {
             Ok(finishing) => self.lock().prune(&finishing, before),
             Err(error) => tracing::debug!(%error, "could not list finishing connections"),
         }

@@ -248,9 +248,19 @@ impl Table {
         });
     }
 
-    /// How many orphaned and finishing pairs wait for their hold to pass.
-    pub(super) fn orphans_len(&self) -> usize {
-        self.orphans.len()
+    /// Whether [`Pair::Finishing`] pairs of each family are in the table (IPv4, IPv6; an
+    /// IPv4-mapped IPv6 pair counts as IPv6, the family of its socket).
+    pub(super) fn finishing_families(&self) -> [bool; 2] {
+        let mut families = [false; 2];
+        for (_, key, id) in &self.orphans {
+            if matches!(self.pairs.get(key), Some(Pair::Finishing(lease, _)) if lease == id) {
+                families[family(key.0.ip)] = true;
+                if families == [true, true] {
+                    break;
+                }
+            }
+        }
+        families
     }
 
     /// Removes the orphaned pairs that are due, so that the table does not grow with pairs

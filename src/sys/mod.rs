@@ -249,12 +249,18 @@ pub(crate) fn pair_finished(local: SocketAddr, remote: SocketAddr) -> bool {
 }
 
 /// The (local, remote) pairs of the connections that the kernel is still finishing after our
-/// side closed them. Empty where the kernel cannot be asked.
-pub(crate) fn finishing_pairs() -> io::Result<std::collections::HashSet<(SocketAddr, SocketAddr)>> {
+/// side closed them, of the families asked (IPv4, IPv6; an IPv4-mapped pair is IPv6's).
+/// `Unsupported` where the kernel cannot be asked (no connection is closed at once there).
+pub(crate) fn finishing_pairs(
+    families: [bool; 2],
+) -> io::Result<std::collections::HashSet<(SocketAddr, SocketAddr)>> {
     #[cfg(target_os = "linux")]
-    return sock_diag::finishing();
+    return sock_diag::finishing(families);
     #[cfg(not(target_os = "linux"))]
-    return Ok(Default::default());
+    return {
+        let _ = families;
+        Err(io::ErrorKind::Unsupported.into())
+    };
 }
 
 /// The IP a dial from a listening port leaves from, given the one the kernel's routing picked

@@ -163,11 +163,17 @@ pub(crate) fn available() -> bool {
 }
 
 /// The pairs of every TCP connection of the namespace that is finishing after our side closed
-/// ([`FINISHING_STATES`]), IPv4 and IPv6: one dump each, one datagram back per 32 KiB (about
-/// 450 connections). An IPv4 pair on an IPv6 socket is listed in both forms.
-pub(crate) fn finishing() -> io::Result<HashSet<(SocketAddr, SocketAddr)>> {
+/// ([`FINISHING_STATES`]), of the families asked (IPv4, IPv6): one dump each, one datagram back
+/// per 32 KiB (about 450 connections). The kernel walks its whole connection table for each
+/// (about 2 ms here, with a table sized for 24 GiB). An IPv4 pair on an IPv6 socket is listed
+/// in both forms.
+pub(crate) fn finishing(families: [bool; 2]) -> io::Result<HashSet<(SocketAddr, SocketAddr)>> {
     let mut pairs = HashSet::new();
-    for family in [AF_INET, AF_INET6] {
+    for (family, _) in [AF_INET, AF_INET6]
+        .into_iter()
+        .zip(families)
+        .filter(|(_, asked)| *asked)
+    {
         let mut request = [0; NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN];
         header(&mut request, NLM_F_REQUEST | NLM_F_DUMP, SEQ);
         request[NLMSG_HDRLEN] = family;
@@ -438,7 +444,7 @@ mod tests {
         );
         assert!(!is_free(state));
         assert!(
-            finishing().unwrap().contains(&(local, remote)),
+            finishing([true, false]).unwrap().contains(&(local, remote)),
             "listed as finishing"
         );
 
@@ -448,7 +454,7 @@ mod tests {
         let state = state_becomes(local, remote, |s| s == Some(TCP_TIME_WAIT));
         assert_eq!(state, Some(TCP_TIME_WAIT), "the remote's FIN");
         assert!(is_free(state));
-        assert!(!finishing().unwrap().contains(&(local, remote)));
+        assert!(!finishing([true, true]).unwrap().contains(&(local, remote)));
 
         let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
         assert_eq!(pair_state(nobody, remote).unwrap(), None);
