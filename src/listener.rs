@@ -70,6 +70,7 @@ pub(crate) trait Accept: Unpin {
 
     /// The backlog that dials drain, for sources that have one: the listener holds its
     /// admission lock ([`Backlog::admitting`]) from its accept until the table has the pair.
+    /// Asked once, when the listener is created.
     fn drained_backlog(&self) -> Option<Arc<Backlog>> {
         None
     }
@@ -184,6 +185,8 @@ pub(crate) struct Listener<A> {
 
 struct Open<A> {
     source: A,
+    /// The source's [`Accept::drained_backlog`], asked once.
+    backlog: Option<Arc<Backlog>>,
     /// Reports the interface addresses of a wildcard listener; `None` for a specific address.
     if_watcher: Option<IfWatcher>,
     /// Where accepted connections hold their pairs; `None` while port reuse is off (no dial
@@ -248,6 +251,7 @@ impl<A: Accept> Listener<A> {
             id,
             addr,
             open: Some(Open {
+                backlog: source.drained_backlog(),
                 source,
                 if_watcher,
                 pairs,
@@ -349,8 +353,7 @@ impl<A: Accept> Listener<A> {
             }
             Poll::Pending => {}
         }
-        let backlog = open.source.drained_backlog();
-        let _admitting = backlog.as_deref().map(Backlog::admitting);
+        let _admitting = open.backlog.as_deref().map(Backlog::admitting);
         let (io, remote) = match open.source.poll_accept(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(accepted)) => accepted,
