@@ -113,49 +113,76 @@ fn run_child(child: &str, end: End) -> Vec<String> {
     lines
 }
 
+/// Runs `child` against peers that end their connections as `end` says, and checks that one of
+/// its lines says `outcome`.
+fn child_reports(child: &str, end: End, outcome: &str) {
+    let lines = run_child(child, end);
+    assert!(lines.iter().any(|l| l.contains(outcome)), "{lines:?}");
+}
+
 #[test]
 fn peers_that_never_close_then_close() {
-    let lines = run_child("child_dials_peers_that_never_close", End::Close);
-    assert!(
-        lines.iter().any(|l| l.contains("every descriptor back")),
-        "{lines:?}"
+    child_reports(
+        "child_dials_peers_that_never_close",
+        End::Close,
+        "every descriptor back",
     );
 }
 
 #[test]
 fn peers_that_never_close_then_reset() {
-    let lines = run_child("child_dials_peers_that_never_close", End::Reset);
-    assert!(
-        lines.iter().any(|l| l.contains("every descriptor back")),
-        "{lines:?}"
+    child_reports(
+        "child_dials_peers_that_never_close",
+        End::Reset,
+        "every descriptor back",
     );
 }
 
 #[test]
 fn without_the_bound_the_same_dials_run_out_of_descriptors() {
-    let lines = run_child("child_without_a_bound", End::Close);
-    assert!(
-        lines.iter().any(|l| l.contains("out of descriptors")),
-        "{lines:?}"
-    );
+    child_reports("child_without_a_bound", End::Close, "out of descriptors");
 }
 
 #[test]
 fn closed_at_once_peers_that_never_close_then_close() {
-    let lines = run_child("child_closes_at_once", End::Close);
-    assert!(
-        lines.iter().any(|l| l.contains("every pair free")),
-        "{lines:?}"
-    );
+    child_reports("child_closes_at_once", End::Close, "every pair free");
 }
 
 #[test]
 fn closed_at_once_peers_that_never_close_then_reset() {
-    let lines = run_child("child_closes_at_once", End::Reset);
-    assert!(
-        lines.iter().any(|l| l.contains("every pair free")),
-        "{lines:?}"
-    );
+    child_reports("child_closes_at_once", End::Reset, "every pair free");
+}
+
+/// How many connections from `port` to the peers the kernel has in FIN_WAIT, once that is all
+/// [`DIALS`] of them (asserted). Read until the kernel's table shows them all: a read of
+/// /proc/net/tcp can miss entries while other tests open and close sockets.
+async fn all_in_fin_wait(port: u16, peer_port: u16) -> usize {
+    let counted = Instant::now();
+    let (kernel, fin_wait) = loop {
+        let kernel = kernel_states(port, peer_port);
+        let fin_wait = kernel.get(&FIN_WAIT1).unwrap_or(&0) + kernel.get(&FIN_WAIT2).unwrap_or(&0);
+        if fin_wait == DIALS || counted.elapsed() > Duration::from_secs(2) {
+            break (kernel, fin_wait);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(fin_wait, DIALS, "kernel states {kernel:x?}");
+    fin_wait
+}
+
+/// Dials the [`REDIALED`] peers again and checks where each dial left from: `origin`, and for
+/// `PortOrigin::Reused` the listening address.
+async fn redial(t: &mut Transport, peer_port: u16, origin: PortOrigin) {
+    let listening = t.reuse_table().listen_addrs();
+    for i in REDIALED {
+        let stream = dial(t, peer(i, peer_port), PortUse::Reuse)
+            .await
+            .unwrap_or_else(|e| panic!("redial {i}: {e}"));
+        assert_eq!(stream.port_origin(), origin, "redial {i}");
+        if origin == PortOrigin::Reused {
+            assert_eq!([stream.local_addr().unwrap()], *listening, "redial {i}");
+        }
+    }
 }
 
 /// The child's side: its arguments from the parent.
@@ -228,18 +255,7 @@ async fn child_dials_peers_that_never_close() {
         (0, DIALS, BOUND),
         "(open, closing, held)"
     );
-    // Read until the kernel's table shows them all: a read of /proc/net/tcp can miss entries
-    // while other tests open and close sockets.
-    let counted = Instant::now();
-    let (kernel, fin_wait) = loop {
-        let kernel = kernel_states(addr.port(), peer_port);
-        let fin_wait = kernel.get(&FIN_WAIT1).unwrap_or(&0) + kernel.get(&FIN_WAIT2).unwrap_or(&0);
-        if fin_wait == DIALS || counted.elapsed() > Duration::from_secs(2) {
-            break (kernel, fin_wait);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    assert_eq!(fin_wait, DIALS, "kernel states {kernel:x?}");
+    let fin_wait = all_in_fin_wait(addr.port(), peer_port).await;
     println!(
         "pressure: {DIALS} dials from {addr} to peers that never close nor read, each dropped \
          at once, ulimit -n {LIMIT}: {BOUND} sockets held open (the default bound, {LIMIT} / 8), \
@@ -251,16 +267,7 @@ async fn child_dials_peers_that_never_close() {
 
     // At the bound, dials work: redials to closing pairs (held or not) are passed over to an
     // ephemeral port without a failed system call, new peers get the listening port.
-    for i in REDIALED {
-        let stream = dial(&mut t, peer(i, peer_port), PortUse::Reuse)
-            .await
-            .unwrap_or_else(|e| panic!("redial {i}: {e}"));
-        assert_eq!(
-            stream.port_origin(),
-            PortOrigin::Ephemeral(Fallback::Busy),
-            "redial {i}"
-        );
-    }
+    redial(&mut t, peer_port, PortOrigin::Ephemeral(Fallback::Busy)).await;
     for i in DIALS..DIALS + NEW_PEERS {
         let stream = dial(&mut t, peer(i, peer_port), PortUse::Reuse)
             .await
@@ -399,28 +406,10 @@ async fn child_closes_at_once() {
         (0, DIALS, 0),
         "(open, closing, held): the kernel still finishes every one"
     );
-    let counted = Instant::now();
-    let (kernel, fin_wait) = loop {
-        let kernel = kernel_states(addr.port(), peer_port);
-        let fin_wait = kernel.get(&FIN_WAIT1).unwrap_or(&0) + kernel.get(&FIN_WAIT2).unwrap_or(&0);
-        if fin_wait == DIALS || counted.elapsed() > Duration::from_secs(2) {
-            break (kernel, fin_wait);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    assert_eq!(fin_wait, DIALS, "kernel states {kernel:x?}");
+    let fin_wait = all_in_fin_wait(addr.port(), peer_port).await;
     // The kernel says those pairs are taken: dials back pass over them without a failed
     // system call.
-    for i in REDIALED {
-        let stream = dial(&mut t, peer(i, peer_port), PortUse::Reuse)
-            .await
-            .unwrap_or_else(|e| panic!("redial {i}: {e}"));
-        assert_eq!(
-            stream.port_origin(),
-            PortOrigin::Ephemeral(Fallback::Busy),
-            "redial {i}"
-        );
-    }
+    redial(&mut t, peer_port, PortOrigin::Ephemeral(Fallback::Busy)).await;
     println!(
         "pressure: closing at once, {DIALS} dials from {addr} to peers that never close nor \
          read, each dropped at once, ulimit -n {LIMIT}: 0 sockets held, descriptors {fds} + 0; \
@@ -444,13 +433,7 @@ async fn child_closes_at_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let freed_in = ended.elapsed();
-    for i in REDIALED {
-        let stream = dial(&mut t, peer(i, peer_port), PortUse::Reuse)
-            .await
-            .unwrap_or_else(|e| panic!("redial {i}: {e}"));
-        assert_eq!(stream.port_origin(), PortOrigin::Reused, "redial {i}");
-        assert_eq!(stream.local_addr().unwrap(), addr, "redial {i}");
-    }
+    redial(&mut t, peer_port, PortOrigin::Reused).await;
     while open_fds() != fds {
         assert!(
             ended.elapsed() < TIMEOUT,
