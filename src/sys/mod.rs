@@ -237,8 +237,16 @@ pub(crate) fn watches_closing() -> bool {
 /// Whether the kernel is done with the connection of the pair (`local`, `remote`) that we
 /// closed before its remote's FIN, so that a new connection may take the pair: nothing holds
 /// the 4-tuple but a TIME_WAIT entry, a listener, or nothing. `false` if the kernel cannot be
-/// asked.
+/// asked, and for an IPv6 link-local pair, which the kernel matches by its interface as well
+/// (the table does not keep it): such a pair waits for the orphan hold.
 pub(crate) fn pair_finished(local: SocketAddr, remote: SocketAddr) -> bool {
+    let link_local = |addr: SocketAddr| match addr.ip() {
+        IpAddr::V6(ip) => ip.is_unicast_link_local(),
+        IpAddr::V4(_) => false,
+    };
+    if link_local(local) || link_local(remote) {
+        return false;
+    }
     #[cfg(target_os = "linux")]
     return sock_diag::pair_state(local, remote).is_ok_and(sock_diag::is_free);
     #[cfg(not(target_os = "linux"))]
@@ -308,6 +316,19 @@ pub(crate) fn listening_sockets(v6: bool) -> Option<Vec<SocketAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pair nobody holds is free when the kernel is asked; an IPv6 link-local one is not
+    /// asked (the kernel would match it by interface too) and waits for the orphan hold.
+    // sock_diag is Linux's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn link_local_pairs_are_not_looked_up() {
+        let pair = |a: &str, b: &str| pair_finished(a.parse().unwrap(), b.parse().unwrap());
+        assert!(pair("[::1]:9", "[::1]:10"));
+        assert!(pair("127.0.0.1:9", "127.0.0.1:10"));
+        assert!(!pair("[fe80::1]:9", "[fe80::2]:10"));
+        assert!(!pair("[2001:db8::1]:9", "[fe80::2]:10"));
+    }
 
     const ALL: [Platform; 4] = [
         Platform::Linux,
