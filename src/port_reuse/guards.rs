@@ -68,6 +68,9 @@ pub(crate) struct Lease {
     pub(super) held: bool,
     /// Whether [`Lease::orphan`] handed the pair to the table: dropping then leaves it there.
     pub(super) orphaned: bool,
+    /// The table's [`closes_at_once`](super::table::Table::closes_at_once), fixed when the
+    /// transport is created.
+    pub(super) closes_at_once: bool,
 }
 
 impl Lease {
@@ -158,7 +161,7 @@ impl Lease {
     /// [`ReuseTable::closing_at_once`](super::ReuseTable::closing_at_once)): then the caller
     /// closes the socket and calls [`Lease::finishing`]; otherwise it holds the socket.
     pub(crate) fn closes_at_once(&self) -> bool {
-        self.table.lock().closes_at_once
+        self.closes_at_once
     }
 
     /// Hands the pair over to the table as finishing in the kernel: its socket was closed at

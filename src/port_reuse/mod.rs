@@ -296,6 +296,7 @@ impl ReuseTable {
         let id = table.next_lease;
         table.next_lease += 1;
         table.pairs.insert((local, remote), pair(id));
+        let closes_at_once = table.closes_at_once;
         drop(table);
         Lease {
             table: self.clone(),
@@ -304,6 +305,7 @@ impl ReuseTable {
             remote,
             held: false,
             orphaned: false,
+            closes_at_once,
         }
     }
 
