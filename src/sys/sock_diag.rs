@@ -93,7 +93,10 @@ pub(crate) fn pair_state(local: SocketAddr, remote: SocketAddr) -> io::Result<Op
 }
 
 /// The socket [`pair_state`] asks on, kept open: a socket per request would cost two more
-/// system calls and a netlink port id each time, on the dial's path.
+/// system calls and a netlink port id each time, on the dial's path. It answers for the network
+/// namespace of the thread that opened it, as every socket does: a process whose threads dial
+/// in different namespaces would get another namespace's answers (a missing entry reads as
+/// free, and the dial meets the kernel's refusal, or takes a finishing connection over).
 struct Lookup {
     socket: Socket,
     /// The sequence number of the last request; answers to earlier ones (after a timeout) are
