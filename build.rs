@@ -21,11 +21,14 @@ fn main() {
                 ))
             )
         },
-        // TCP_INFO is sampled for the metrics feature: on Linux through the sock_diag netlink
-        // interface (netlink-sys, a safe API; the crate forbids the unsafe getsockopt). Not on
-        // Android, whose SELinux policy denies apps NETLINK_SOCK_DIAG sockets; not on macOS,
-        // whose TCP_CONNECTION_INFO only getsockopt reads.
-        tcp_info: { all(target_os = "linux", feature = "metrics") },
+        // The kernel's socket table through the sock_diag netlink interface (netlink-sys, a
+        // safe API): the state of one pair, for connections closed at once, and TCP_INFO. Not
+        // on Android, whose SELinux policy denies apps NETLINK_SOCK_DIAG sockets; other kernels
+        // have no sock_diag.
+        sock_diag: { target_os = "linux" },
+        // TCP_INFO is sampled for the metrics feature: through sock_diag (the crate forbids the
+        // unsafe getsockopt); not on macOS, whose TCP_CONNECTION_INFO only getsockopt reads.
+        tcp_info: { all(sock_diag, feature = "metrics") },
         // socket(2) takes SOCK_NONBLOCK, which saves an fcntl per socket.
         sock_nonblock: {
             any(

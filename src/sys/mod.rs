@@ -13,12 +13,13 @@
 //! - `tcp_info.rs`, with the `metrics` feature: the TCP_INFO figures the metrics sample and
 //!   where they come from; `sock_diag/info.rs` reads them on Linux.
 //! - `sock_diag.rs`, Linux: the kernel's state for one (local, remote) pair and the pairs of the
-//!   connections it is finishing, for connections closed at once ([`watches_closing`]).
+//!   connections it is finishing, for connections closed at once ([`watches_closing`]);
+//!   `no_sock_diag.rs` elsewhere, with the same functions.
 //! - `temporary.rs`, Linux: the stable address a dial from a listening port uses in place of an
 //!   IPv6 temporary address ([`dial_source`]).
 //!
 //! The conditions are named once in `build.rs` (`linux_like`, `reuseport`, `sock_nonblock`,
-//! `tcp_info`).
+//! `sock_diag`, `tcp_info`).
 //!
 //! # Port reuse per platform
 //!
@@ -44,8 +45,15 @@ pub(crate) use self::windows::*;
 pub(crate) mod tcp_info;
 // Linux's socket table: the state of a closing connection's pair, and the source of TCP_INFO
 // (see tcp_info.rs for the other platforms).
-#[cfg(target_os = "linux")]
+#[cfg(sock_diag)]
 pub(crate) mod sock_diag;
+#[cfg(sock_diag)]
+pub(crate) use self::sock_diag::{finishing_pairs, pair_finished, watches_closing};
+// Elsewhere the same three functions say that the kernel cannot be asked.
+#[cfg(not(sock_diag))]
+mod no_sock_diag;
+#[cfg(not(sock_diag))]
+pub(crate) use self::no_sock_diag::{finishing_pairs, pair_finished, watches_closing};
 // IPv6 temporary addresses, read from /proc (see `dial_source`).
 #[cfg(target_os = "linux")]
 mod temporary;
@@ -223,54 +231,6 @@ impl Platform {
     }
 }
 
-/// Whether the kernel can be asked about one connection's pair (Linux, where sock_diag
-/// answers; asked once per process): then a connection dropped before its remote closed is
-/// closed at once, and a dial that meets its pair asks [`pair_finished`]. Elsewhere such a
-/// socket is held open until the remote's FIN (`closing.rs`).
-pub(crate) fn watches_closing() -> bool {
-    #[cfg(target_os = "linux")]
-    return sock_diag::available();
-    #[cfg(not(target_os = "linux"))]
-    return false;
-}
-
-/// Whether the kernel is done with the connection of the pair (`local`, `remote`) that we
-/// closed before its remote's FIN, so that a new connection may take the pair: nothing holds
-/// the 4-tuple but a TIME_WAIT entry, a listener, or nothing. `false` if the kernel cannot be
-/// asked, and for an IPv6 link-local pair, which the kernel matches by its interface as well
-/// (the table does not keep it): such a pair waits for the orphan hold.
-pub(crate) fn pair_finished(local: SocketAddr, remote: SocketAddr) -> bool {
-    let link_local = |addr: SocketAddr| match addr.ip() {
-        IpAddr::V6(ip) => ip.is_unicast_link_local(),
-        IpAddr::V4(_) => false,
-    };
-    if link_local(local) || link_local(remote) {
-        return false;
-    }
-    #[cfg(target_os = "linux")]
-    return sock_diag::pair_state(local, remote).is_ok_and(sock_diag::is_free);
-    #[cfg(not(target_os = "linux"))]
-    return {
-        let _ = (local, remote);
-        false
-    };
-}
-
-/// The (local, remote) pairs of the connections that the kernel is still finishing after our
-/// side closed them, of the families asked (IPv4, IPv6; an IPv4-mapped pair is IPv6's).
-/// `Unsupported` where the kernel cannot be asked (no connection is closed at once there).
-pub(crate) fn finishing_pairs(
-    families: [bool; 2],
-) -> io::Result<std::collections::HashSet<(SocketAddr, SocketAddr)>> {
-    #[cfg(target_os = "linux")]
-    return sock_diag::finishing(families);
-    #[cfg(not(target_os = "linux"))]
-    return {
-        let _ = families;
-        Err(io::ErrorKind::Unsupported.into())
-    };
-}
-
 /// The IP a dial from a listening port leaves from, given the one the kernel's routing picked
 /// for the remote. On Linux an IPv6 temporary ("privacy") address, which the kernel prefers for
 /// new connections and replaces every day or so, gives way to the stable address of its
@@ -316,19 +276,6 @@ pub(crate) fn listening_sockets(v6: bool) -> Option<Vec<SocketAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A pair nobody holds is free when the kernel is asked; an IPv6 link-local one is not
-    /// asked (the kernel would match it by interface too) and waits for the orphan hold.
-    // sock_diag is Linux's.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn link_local_pairs_are_not_looked_up() {
-        let pair = |a: &str, b: &str| pair_finished(a.parse().unwrap(), b.parse().unwrap());
-        assert!(pair("[::1]:9", "[::1]:10"));
-        assert!(pair("127.0.0.1:9", "127.0.0.1:10"));
-        assert!(!pair("[fe80::1]:9", "[fe80::2]:10"));
-        assert!(!pair("[2001:db8::1]:9", "[fe80::2]:10"));
-    }
 
     const ALL: [Platform; 4] = [
         Platform::Linux,

@@ -7,7 +7,8 @@
 //! - [`pair_state`]: the state the kernel keeps for one (local, remote) pair, looked up by its
 //!   4-tuple. A connection dropped before its remote closed is closed at once on Linux, and a
 //!   dial that meets its pair asks the kernel whether the connection is still finishing
-//!   (`closing.rs`); [`finishing`] lists the pairs of all such connections at once.
+//!   (`closing.rs`, [`pair_finished`]); [`finishing_pairs`] lists the pairs of all such
+//!   connections at once. `no_sock_diag.rs` has the same functions for the other platforms.
 //! - `info.rs`, with the `metrics` feature: TCP_INFO of every open connection in one dump.
 //!
 //! Linux only: Android denies apps `NETLINK_SOCK_DIAG` sockets (Android 10 and later), and other
@@ -24,6 +25,7 @@ use std::{
 
 use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
+// TCP_INFO is read for the metrics feature only.
 #[cfg(tcp_info)]
 mod info;
 #[cfg(tcp_info)]
@@ -149,9 +151,12 @@ pub(crate) fn is_free(state: Option<u8>) -> bool {
     matches!(state, None | Some(TCP_TIME_WAIT | TCP_CLOSE | TCP_LISTEN))
 }
 
-/// Whether sock_diag answers here (a netlink socket of that protocol may be denied, or the
-/// kernel built without it): asked once per process.
-pub(crate) fn available() -> bool {
+/// Whether the kernel can be asked about one connection's pair: whether sock_diag answers here
+/// (a netlink socket of that protocol may be denied, or the kernel built without it), asked
+/// once per process. Then a connection dropped before its remote closed is closed at once, and
+/// a dial that meets its pair asks [`pair_finished`]; otherwise such a socket is held open until
+/// the remote's FIN (`closing.rs`).
+pub(crate) fn watches_closing() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         let nowhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -165,12 +170,29 @@ pub(crate) fn available() -> bool {
     })
 }
 
+/// Whether the kernel is done with the connection of the pair (`local`, `remote`) that we
+/// closed before its remote's FIN, so that a new connection may take the pair ([`is_free`]).
+/// `false` if the lookup fails, and for an IPv6 link-local pair, which the kernel matches by
+/// its interface as well (the table does not keep it): such a pair waits for the orphan hold.
+pub(crate) fn pair_finished(local: SocketAddr, remote: SocketAddr) -> bool {
+    let link_local = |addr: SocketAddr| match addr.ip() {
+        IpAddr::V6(ip) => ip.is_unicast_link_local(),
+        IpAddr::V4(_) => false,
+    };
+    if link_local(local) || link_local(remote) {
+        return false;
+    }
+    pair_state(local, remote).is_ok_and(is_free)
+}
+
 /// The pairs of every TCP connection of the namespace that is finishing after our side closed
 /// ([`FINISHING_STATES`]), of the families asked (IPv4, IPv6): one dump each, one datagram back
 /// per 32 KiB (about 450 connections). The kernel walks its whole connection table for each
 /// (about 2 ms here, with a table sized for 24 GiB). An IPv4 pair on an IPv6 socket is listed
 /// in both forms.
-pub(crate) fn finishing(families: [bool; 2]) -> io::Result<HashSet<(SocketAddr, SocketAddr)>> {
+pub(crate) fn finishing_pairs(
+    families: [bool; 2],
+) -> io::Result<HashSet<(SocketAddr, SocketAddr)>> {
     let mut pairs = HashSet::new();
     for (family, _) in [AF_INET, AF_INET6]
         .into_iter()
@@ -430,7 +452,7 @@ mod tests {
     /// listener's own address answers LISTEN.
     #[test]
     fn the_kernel_answers_through_a_connection_s_life() {
-        assert!(available(), "sock_diag answers on this Linux host");
+        assert!(watches_closing(), "sock_diag answers on this Linux host");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, remote) = listener.accept().unwrap();
@@ -447,7 +469,9 @@ mod tests {
         );
         assert!(!is_free(state));
         assert!(
-            finishing([true, false]).unwrap().contains(&(local, remote)),
+            finishing_pairs([true, false])
+                .unwrap()
+                .contains(&(local, remote)),
             "listed as finishing"
         );
 
@@ -457,11 +481,26 @@ mod tests {
         let state = state_becomes(local, remote, |s| s == Some(TCP_TIME_WAIT));
         assert_eq!(state, Some(TCP_TIME_WAIT), "the remote's FIN");
         assert!(is_free(state));
-        assert!(!finishing([true, true]).unwrap().contains(&(local, remote)));
+        assert!(
+            !finishing_pairs([true, true])
+                .unwrap()
+                .contains(&(local, remote))
+        );
 
         let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
         assert_eq!(pair_state(nobody, remote).unwrap(), None);
         assert_eq!(pair_state(local, nobody).unwrap(), Some(TCP_LISTEN));
         assert!(is_free(None) && is_free(Some(TCP_LISTEN)));
+    }
+
+    /// A pair nobody holds is free when the kernel is asked; an IPv6 link-local one is not
+    /// asked (the kernel would match it by interface too) and waits for the orphan hold.
+    #[test]
+    fn link_local_pairs_are_not_looked_up() {
+        let pair = |a: &str, b: &str| pair_finished(a.parse().unwrap(), b.parse().unwrap());
+        assert!(pair("[::1]:9", "[::1]:10"));
+        assert!(pair("127.0.0.1:9", "127.0.0.1:10"));
+        assert!(!pair("[fe80::1]:9", "[fe80::2]:10"));
+        assert!(!pair("[2001:db8::1]:9", "[fe80::2]:10"));
     }
 }

@@ -8,6 +8,7 @@ use super::{
     AF_INET, AF_INET6, INET_DIAG_MSG_LEN, INET_DIAG_REQ_V2_LEN, IPPROTO_TCP, Malformed, NLM_F_DUMP,
     NLM_F_REQUEST, NLMSG_HDRLEN, SEQ, align, dump_with, header, socket_id, u32_at,
 };
+// Only the tests parse one datagram at a time (`parse`).
 #[cfg(test)]
 use super::{Part, parse_with};
 use crate::sys::tcp_info::{Family, Sample, TcpInfo};
