@@ -1,5 +1,6 @@
-//! Hooks for `benches/compare`: the port-reuse table's choice of a source, without sockets. Not
-//! part of the public API (`__bench`, hidden from the docs), free to change.
+//! Hooks for `benches/compare`: the port-reuse table's choice of a source, without sockets, and
+//! on Linux what asking the kernel about closing pairs costs. Not part of the public API
+//! (`__bench`, hidden from the docs), free to change.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -39,5 +40,22 @@ impl Selection {
             .reserve(remote, source)
             .ok()
             .map(|lease| lease.local())
+    }
+}
+
+/// What a prune of the finishing pairs asks the kernel (`ReuseTable::prune_finishing`), for the
+/// benchmark's row 12.
+#[cfg(sock_diag)]
+pub mod kernel {
+    use std::{io, net::SocketAddr};
+
+    /// One lookup of the pair (`local`, `remote`): whether the kernel is done with it.
+    pub fn lookup(local: SocketAddr, remote: SocketAddr) -> bool {
+        crate::sys::pair_finished(local, remote)
+    }
+
+    /// One dump of the IPv4 connections finishing after our side closed; how many it listed.
+    pub fn dump() -> io::Result<usize> {
+        crate::sys::finishing_pairs([true, false]).map(|pairs| pairs.len())
     }
 }

@@ -19,13 +19,16 @@
 //! The modules: `impls` (the implementations under test, one column each), `go` (the Go program
 //! that dials with go-libp2p), `servers` (the raw tokio echo servers they dial), `workloads`
 //! (what each row runs), `shared` (row 10: accepting on a shared listener), `samples` (what a
-//! row's dials came to), `refused` (row 11: dials to a closed port), `report` (the table and the
+//! row's dials came to), `refused` (row 11: dials to a closed port), `prune` (row 12, Linux:
+//! what asking the kernel about closing pairs costs), `report` (the table and the
 //! JSON), `scale` (the rows with 10,000
 //! connections and 1,000 listeners, which run child processes of this binary). This file runs
 //! the rows in order.
 
 mod go;
 mod impls;
+#[cfg(target_os = "linux")]
+mod prune;
 mod refused;
 mod report;
 mod samples;
@@ -333,6 +336,26 @@ fn main() {
     if wanted("11") {
         eprintln!("row 11: dials to a closed port on a local, non-loopback address");
         refused::rows(&rt, &mut report, scale(10, 2), scale(20, 5));
+    }
+
+    #[cfg(target_os = "linux")]
+    if wanted("12") {
+        eprintln!("row 12: what a prune of the finishing pairs asks of the kernel");
+        let (entries, lookup_us, dump_ms) = prune::costs(scale(20_000, 2_000), scale(21, 5));
+        let row = "12 prune: one pair looked up vs a dump (Linux)";
+        report.add(
+            row,
+            "TCP entries in the namespace",
+            only(&[(Impl::Ours, entries)]),
+            false,
+        );
+        report.add(
+            row,
+            "us per lookup",
+            only(&[(Impl::Ours, lookup_us)]),
+            false,
+        );
+        report.add(row, "ms per dump", only(&[(Impl::Ours, dump_ms)]), false);
     }
 
     if wanted("S") {
