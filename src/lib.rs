@@ -104,7 +104,8 @@
 //!   finishes the connection without a descriptor. A dial that meets the pair asks the kernel
 //!   about that one 4-tuple (sock_diag, one netlink request): the pair is free once the kernel
 //!   holds no more than a TIME_WAIT entry for it. The table forgets the pairs the kernel has
-//!   finished with in bulk (one dump, at most once a second while connections are dropped).
+//!   finished with about once a second while connections are dropped (a lookup each, or one dump
+//!   of the kernel's finishing connections when there are many).
 //! - Elsewhere (and on Linux with [`Config::hold_closing_sockets`], or where sock_diag is
 //!   denied, as on Android): dropping sends the FIN and the transport keeps the socket, in one
 //!   queue with one task, until the remote's FIN arrives, at most 10 s. The pair is free as

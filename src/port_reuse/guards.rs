@@ -174,9 +174,9 @@ impl Lease {
         let mut table = self.table.lock();
         table.orphan((self.local, self.remote), self.id, true);
         let now = std::time::Instant::now();
-        let due = table
-            .pruned
-            .is_none_or(|pruned| now.saturating_duration_since(pruned) >= super::PRUNE_INTERVAL);
+        // The first pair left to the kernel starts the clock: it is still finishing now.
+        let pruned = *table.pruned.get_or_insert(now);
+        let due = now.saturating_duration_since(pruned) >= table.prune_every;
         if due {
             // The prune starts now: the next is due a whole interval later.
             table.pruned = Some(now);

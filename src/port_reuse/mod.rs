@@ -14,7 +14,8 @@
 //!   [`Claim`] on a connection its listener accepts, released on drop;
 //! - `backlog`: a listener's [`Backlog`], the connections waiting on its socket, which a dial
 //!   takes in before it chooses its pair;
-//! - `tests`, `tests_accepted`: unit tests, the latter for the pairs of accepted connections.
+//! - `tests`, `tests_accepted`, `tests_finishing`: unit tests, the second for the pairs of
+//!   accepted connections, the third for the pairs left to the kernel and their prune (Linux).
 
 mod backlog;
 mod guards;
@@ -23,8 +24,12 @@ mod table;
 mod tests;
 #[cfg(test)]
 mod tests_accepted;
+// The kernel is asked about pairs through sock_diag.
+#[cfg(all(test, sock_diag))]
+mod tests_finishing;
 
 use std::{
+    collections::HashSet,
     fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -33,7 +38,7 @@ use std::{
 
 use crate::{origin::Fallback, route, sys};
 
-use self::table::{Endpoint, Pair, Table};
+use self::table::{Endpoint, Finishing, Pair, PairKey, Table};
 pub(crate) use self::{
     backlog::{Accepted, Backlog},
     guards::{Claim, Lease, Registration},
@@ -49,8 +54,30 @@ enum Admission {
 
 /// How often at most dropping connections prunes the finishing pairs
 /// ([`ReuseTable::prune_finishing`]): so the table keeps at most about this long's worth of
-/// pairs the kernel has finished with.
+/// pairs the kernel has finished with. The first prune comes this long after the first pair
+/// was left to the kernel: a pair just closed is still finishing.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Up to this many finishing pairs, a prune asks the kernel about each (1.3 us apiece on the
+/// process's lookup socket); beyond, it dumps the kernel's finishing connections. A dump walks
+/// the network namespace's whole connection table, TIME_WAIT entries included, whatever the
+/// number of finishing pairs: 1.9 ms with 416 entries, 4.9 ms with 84,000 on the VM of
+/// docs/performance.md (its row 12), where 256 lookups take 0.3 ms.
+const PRUNE_LOOKUPS: usize = 256;
+
+/// A dump keeps the next prune at least this many times its own duration away, so that dumps
+/// take at most about 1% of a core however large the kernel's table: one of 20 ms puts the next
+/// 2 s later.
+const PRUNE_DUMP_SHARE: u32 = 100;
+
+/// The longest a dump that took long puts off the next prune: pairs the kernel has finished with
+/// wait in the table at most about this long (or their orphan hold, if shorter).
+const PRUNE_INTERVAL_MAX: Duration = Duration::from_secs(10);
+
+/// How long after a prune whose dump took `dump` the next one is due.
+fn prune_spacing(dump: Duration) -> Duration {
+    (dump * PRUNE_DUMP_SHARE).clamp(PRUNE_INTERVAL, PRUNE_INTERVAL_MAX)
+}
 
 /// A handle on the transport's port-reuse table, for observing what dials will do.
 ///
@@ -91,24 +118,44 @@ impl ReuseTable {
     }
 
     /// Asks the kernel which of the table's finishing pairs ([`Lease::finishing`]) are still
-    /// finishing (one dump per family) and removes the others. Nothing to do, and no system
-    /// call, without finishing pairs. A failed dump changes nothing: those pairs then wait for
-    /// the orphan hold.
+    /// finishing and removes the others: up to [`PRUNE_LOOKUPS`] pairs one lookup each, more
+    /// with one dump per family, which also puts off the next prune in proportion to how long
+    /// it took ([`PRUNE_DUMP_SHARE`]). Nothing to do, and no system call, without finishing
+    /// pairs. A failed dump changes nothing: those pairs then wait for the orphan hold.
     pub(crate) fn prune_finishing(&self) {
-        let families = {
+        self.prune_with(PRUNE_LOOKUPS);
+    }
+
+    /// [`Self::prune_finishing`], looking up at most `lookups` pairs one by one.
+    fn prune_with(&self, lookups: usize) {
+        let finishing = {
             let table = self.lock();
             if !table.closes_at_once {
                 return;
             }
-            table.finishing_families()
+            table.finishing(lookups)
         };
-        if families == [false, false] {
-            return;
-        }
         let before = std::time::Instant::now();
-        match sys::finishing_pairs(families) {
-            Ok(finishing) => self.lock().prune(&finishing, before),
-            Err(error) => tracing::debug!(%error, "could not list finishing connections"),
+        match finishing {
+            Finishing::None => {}
+            Finishing::Few(keys) => {
+                let finished: HashSet<PairKey> = keys
+                    .into_iter()
+                    .filter(|key| sys::pair_finished(key.0.into(), key.1.into()))
+                    .collect();
+                self.lock().prune(before, |key| finished.contains(key));
+            }
+            Finishing::Many(families) => match sys::finishing_pairs(families) {
+                Ok(finishing) => {
+                    let took = before.elapsed();
+                    let mut table = self.lock();
+                    table.prune(before, |key| {
+                        !finishing.contains(&(key.0.into(), key.1.into()))
+                    });
+                    table.prune_every = prune_spacing(took);
+                }
+                Err(error) => tracing::debug!(%error, "could not list finishing connections"),
+            },
         }
     }
 

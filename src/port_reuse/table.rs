@@ -4,7 +4,7 @@
 //! the handle locks it.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -42,6 +42,15 @@ impl From<Endpoint> for SocketAddr {
 /// A connection's (local, remote) pair.
 pub(super) type PairKey = (Endpoint, Endpoint);
 
+/// The pairs a prune asks the kernel about ([`Table::finishing`]).
+pub(super) enum Finishing {
+    None,
+    /// Few enough to look up one by one.
+    Few(Vec<PairKey>),
+    /// More: a dump of the families marked (IPv4, IPv6).
+    Many([bool; 2]),
+}
+
 pub(super) struct Table {
     /// Registered listening addresses with their reference count and registration number.
     pub(super) listeners: HashMap<SocketAddr, Registered>,
@@ -72,8 +81,12 @@ pub(super) struct Table {
     /// Whether a connection dropped before its remote closed is closed at once and its pair
     /// left to the kernel ([`Pair::Finishing`]) rather than held ([`Pair::Closing`]).
     pub(super) closes_at_once: bool,
-    /// When the finishing pairs were last pruned, or are being pruned (`None` before the first).
+    /// When the finishing pairs were last pruned, or are being pruned; before the first prune,
+    /// when the first pair was left to the kernel (`None` until then).
     pub(super) pruned: Option<Instant>,
+    /// How long after [`Self::pruned`] the next prune is due: the shortest interval, or longer
+    /// after a dump of the kernel's connections that took long (`ReuseTable::prune_finishing`).
+    pub(super) prune_every: Duration,
     /// The registration number of the next new address.
     next_seq: u64,
     /// The number of the next lease.
@@ -97,6 +110,7 @@ impl Default for Table {
             orphan_hold: Duration::from_secs(61),
             closes_at_once: false,
             pruned: None,
+            prune_every: super::PRUNE_INTERVAL,
             next_seq: 0,
             next_lease: 0,
         }
@@ -232,35 +246,40 @@ impl Table {
         }
     }
 
-    /// Removes the [`Pair::Finishing`] pairs closed before `before` that are not in
-    /// `finishing`, the pairs the kernel listed as still finishing when asked at `before`.
-    pub(super) fn prune(&mut self, finishing: &HashSet<(SocketAddr, SocketAddr)>, before: Instant) {
+    /// Removes the [`Pair::Finishing`] pairs closed before `before` that the kernel, asked at
+    /// `before`, had `finished`.
+    pub(super) fn prune(&mut self, before: Instant, finished: impl Fn(&PairKey) -> bool) {
         let pairs = &mut self.pairs;
         let hold = self.orphan_hold;
         self.orphans.retain(|&(until, key, id)| {
-            let finished = until < before + hold
+            let done = until < before + hold
                 && matches!(pairs.get(&key), Some(Pair::Finishing(lease, _)) if *lease == id)
-                && !finishing.contains(&(key.0.into(), key.1.into()));
-            if finished {
+                && finished(&key);
+            if done {
                 pairs.remove(&key);
             }
-            !finished
+            !done
         });
     }
 
-    /// Whether [`Pair::Finishing`] pairs of each family are in the table (IPv4, IPv6; an
-    /// IPv4-mapped IPv6 pair counts as IPv6, the family of its socket).
-    pub(super) fn finishing_families(&self) -> [bool; 2] {
+    /// The [`Pair::Finishing`] pairs, if there are at most `few`; otherwise the families they
+    /// are of (IPv4, IPv6; an IPv4-mapped IPv6 pair counts as IPv6, the family of its socket).
+    pub(super) fn finishing(&self, few: usize) -> Finishing {
+        let mut keys = Vec::new();
         let mut families = [false; 2];
         for (_, key, id) in &self.orphans {
             if matches!(self.pairs.get(key), Some(Pair::Finishing(lease, _)) if lease == id) {
                 families[family(key.0.ip)] = true;
-                if families == [true, true] {
-                    break;
+                if keys.len() <= few {
+                    keys.push(*key);
                 }
             }
         }
-        families
+        match (keys.len(), families) {
+            (0, _) => Finishing::None,
+            (n, _) if n <= few => Finishing::Few(keys),
+            (_, families) => Finishing::Many(families),
+        }
     }
 
     /// Removes the orphaned pairs that are due, so that the table does not grow with pairs
