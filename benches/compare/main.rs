@@ -297,7 +297,7 @@ fn main() {
 
     if wanted("10") {
         eprintln!("row 10: accepting on a shared listener (TCP and WebSocket on one socket)");
-        let ([shared, plain, raw], [shared_us, plain_us, raw_us]) =
+        let ([shared, plain, raw, raw_first], [shared_us, plain_us, raw_us, raw_first_us]) =
             rt.block_on(shared::costs(scale(7, 2), scale(2000, 400)));
         let row = "10 accept, client sends first bytes, 2 dialing tasks";
         report.add(
@@ -310,6 +310,12 @@ fn main() {
             row,
             "conns/s (median), plain listener",
             only(&[(Impl::Ours, plain), (Impl::Raw, raw)]),
+            true,
+        );
+        report.add(
+            row,
+            "conns/s (median), shared vs raw waiting for first bytes",
+            only(&[(Impl::Ours, shared), (Impl::Raw, raw_first)]),
             true,
         );
         report.add(
@@ -329,6 +335,12 @@ fn main() {
             row,
             "p50 us, plain listener",
             only(&[(Impl::Ours, plain_us), (Impl::Raw, raw_us)]),
+            true,
+        );
+        report.add(
+            row,
+            "p50 us, shared vs raw waiting for first bytes",
+            only(&[(Impl::Ours, shared_us), (Impl::Raw, raw_first_us)]),
             true,
         );
     }

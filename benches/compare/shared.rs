@@ -5,14 +5,19 @@
 //!
 //! The shared listener peeks at those bytes (`MSG_PEEK`) before it hands the connection over,
 //! so each connection costs it one wake-up for the bytes and one `recvfrom` more than a plain
-//! accept, and it is handed over only once its bytes are in.
+//! accept, and it is handed over only once its bytes are in. A fourth listener, raw tokio that
+//! waits for each connection's first bytes the same way (a `peek` per accepted connection, up to
+//! 64 at once), is the floor for any listener that routes by them.
 
 use std::{
     future::poll_fn,
     net::SocketAddr,
     pin::Pin,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
+
+use futures::{StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 
 use libp2p_core::{
     Transport as _,
@@ -32,9 +37,14 @@ enum Kind {
     Shared,
     Plain,
     Raw,
+    RawFirstBytes,
 }
 
-const KINDS: [Kind; 3] = [Kind::Shared, Kind::Plain, Kind::Raw];
+const KINDS: [Kind; 4] = [Kind::Shared, Kind::Plain, Kind::Raw, Kind::RawFirstBytes];
+
+/// How many accepted connections the raw listener waiting for first bytes peeks at once: as
+/// many as the shared listener's default (`SharedConfig::first_bytes_concurrency`).
+const RAW_WAITING: usize = 64;
 
 enum Listener {
     /// The TCP side, with the set and the WebSocket side that share its socket.
@@ -45,6 +55,11 @@ enum Listener {
     },
     Plain(Transport),
     Raw(tokio::net::TcpListener),
+    /// Raw tokio, yielding a connection once its first bytes are in.
+    RawFirstBytes {
+        listener: tokio::net::TcpListener,
+        waiting: FuturesUnordered<BoxFuture<'static, ()>>,
+    },
 }
 
 fn loopback() -> libp2p_core::Multiaddr {
@@ -79,6 +94,12 @@ impl Listener {
                 let addr = raw.local_addr().expect("addr");
                 (Self::Raw(raw), addr)
             }
+            Kind::RawFirstBytes => {
+                let listener = raw_listener();
+                let addr = listener.local_addr().expect("addr");
+                let waiting = FuturesUnordered::new();
+                (Self::RawFirstBytes { listener, waiting }, addr)
+            }
         }
     }
 
@@ -95,6 +116,10 @@ impl Listener {
                     TransportEvent::Incoming { .. }
                 ),
                 Self::Raw(raw) => raw.accept().await.is_ok(),
+                Self::RawFirstBytes { listener, waiting } => {
+                    poll_fn(|cx| first_bytes_in(listener, waiting, cx)).await;
+                    true
+                }
             };
             if incoming {
                 return;
@@ -107,6 +132,30 @@ impl Listener {
         match self {
             Self::Shared { set, .. } => set.stats().closed(),
             _ => 0,
+        }
+    }
+}
+
+/// Accepts into `waiting` (up to [`RAW_WAITING`]) and is ready once a connection's first bytes
+/// are in, as a listener that routes by them must wait.
+fn first_bytes_in(
+    listener: &tokio::net::TcpListener,
+    waiting: &mut FuturesUnordered<BoxFuture<'static, ()>>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    loop {
+        if let Poll::Ready(Some(())) = waiting.poll_next_unpin(cx) {
+            return Poll::Ready(());
+        }
+        if waiting.len() >= RAW_WAITING {
+            return Poll::Pending;
+        }
+        match listener.poll_accept(cx) {
+            Poll::Ready(Ok((io, _))) => waiting.push(Box::pin(async move {
+                let mut buf = [0; 3];
+                let _ = io.peek(&mut buf).await;
+            })),
+            Poll::Ready(Err(_)) | Poll::Pending => return Poll::Pending,
         }
     }
 }
@@ -160,14 +209,14 @@ async fn latencies(kind: Kind, connections: usize) -> Vec<f64> {
     times
 }
 
-/// The figures of row 10 per listener (shared, plain, raw): accept rate (median over rounds)
-/// and the median time from connect to accepted.
-pub(crate) async fn costs(rounds: usize, connections: usize) -> ([f64; 3], [f64; 3]) {
-    let mut rates: [Vec<f64>; 3] = Default::default();
-    let mut times: [Vec<f64>; 3] = Default::default();
+/// The figures of row 10 per listener (shared, plain, raw, raw waiting for first bytes): accept
+/// rate (median over rounds) and the median time from connect to accepted.
+pub(crate) async fn costs(rounds: usize, connections: usize) -> ([f64; 4], [f64; 4]) {
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut times: [Vec<f64>; 4] = Default::default();
     for round in 0..rounds {
-        for k in 0..3 {
-            let i = (round + k) % 3;
+        for k in 0..KINDS.len() {
+            let i = (round + k) % KINDS.len();
             rates[i].push(rate(KINDS[i], connections).await);
             times[i].extend(latencies(KINDS[i], connections / 4).await);
             tokio::time::sleep(Duration::from_millis(20)).await;
