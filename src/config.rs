@@ -49,7 +49,7 @@ impl Config {
     /// | [`listen_backlog`](Self::listen_backlog) | the `listen(2)` backlog | 1024 |
     /// | [`port_reuse`](Self::port_reuse) | `SO_REUSEPORT` on listeners and reusing dials | on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when the [`Transport`](crate::Transport) is created |
     /// | [`foreign_port_sharing`](Self::foreign_port_sharing) | share a listening port a socket outside this transport holds | refused |
-    /// | [`rst_retry_window`](Self::rst_retry_window) | a dial from a listening port that the remote side refuses keeps trying | 250 ms |
+    /// | [`rst_retry_window`](Self::rst_retry_window) | a dial from a listening port that the remote side refuses keeps trying | 500 ms |
     /// | [`hold_closing_sockets`](Self::hold_closing_sockets) | a connection dropped before its remote closed is kept open until the remote's FIN, rather than closed at once and looked up in the kernel | `false` (Linux closes at once; other platforms always hold) |
     /// | [`max_closing_sockets`](Self::max_closing_sockets) | closing connections kept open until their remote closes | an eighth of the soft descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is created, at most 8,192; 128 where there is no such limit (Windows) |
     /// | [`tcp_info_interval`](Self::tcp_info_interval) | `metrics` feature, Linux: how often at most the connections' TCP_INFO is sampled | 10 s |
@@ -86,7 +86,7 @@ impl Config {
             backlog: 1024,
             port_reuse: true,
             foreign_port_sharing: false,
-            rst_retry_window: Duration::from_millis(250),
+            rst_retry_window: Duration::from_millis(500),
             tcp_info_interval: Duration::from_secs(10),
             max_closing_sockets: None,
             hold_closing_sockets: false,
@@ -204,7 +204,7 @@ impl Config {
     /// How long a dial that left from a listening port keeps trying again from the same port when
     /// the remote side refuses it: a RST (`ECONNREFUSED`), or an ICMP "destination unreachable"
     /// from a firewall ("administratively prohibited": `EACCES` over IPv6, `EHOSTUNREACH` over
-    /// IPv4 on Linux; "host unreachable"). Default: 250 ms. `Duration::ZERO` returns the
+    /// IPv4 on Linux; "host unreachable"). Default: 500 ms. `Duration::ZERO` returns the
     /// refusal at once.
     ///
     /// In a hole punch (DCUtR) both peers dial each other at about the same time, each from its
@@ -214,7 +214,10 @@ impl Config {
     /// the mapping exists and a new SYN from the same port passes: so the dial sends its next
     /// SYN 1 to 3 ms after the RST (at random, about 2 ms on average: tokio's timer counts whole
     /// milliseconds), which also reopens the mapping in our own NAT that the RST closed, for the
-    /// remote's SYN; 16 SYNs at most, until the window has passed.
+    /// remote's SYN; 16 SYNs at most, until the window has passed. The window spans the next
+    /// attempt of a go-libp2p peer that leads a hole punch and dialed first: it takes the first
+    /// refusal as final and tries again about 400 ms later, when our SYN in flight lets its new
+    /// SYN through our NAT (`docs/nat-zoo.md`, asymmetric paths).
     /// Only dials from a listening port to a non-loopback address are retried (on loopback
     /// there is no NAT); a dial still refused then fails with the last refusal's error.
     ///
@@ -269,7 +272,7 @@ mod tests {
         assert_eq!(config.backlog, 1024);
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
-        assert_eq!(config.rst_retry_window, Duration::from_millis(250));
+        assert_eq!(config.rst_retry_window, Duration::from_millis(500));
         assert_eq!(config.tcp_info_interval, Duration::from_secs(10));
         assert_eq!(config.max_closing_sockets, None);
         assert!(!config.hold_closing_sockets);

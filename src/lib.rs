@@ -65,7 +65,7 @@
 //! - A dial from a listening port that the remote side refuses with a RST or an ICMP rejection,
 //!   as a NAT or firewall that has not opened yet does in a hole punch, sends its next SYN from
 //!   the same port about 2 ms later:
-//!   see [`Config::rst_retry_window`] (250 ms, at most 16 SYNs). The `metrics`
+//!   see [`Config::rst_retry_window`] (500 ms, at most 16 SYNs). The `metrics`
 //!   feature counts these SYNs (`rst_retries_total`). Meanwhile the dial claims its pair: a
 //!   connection from that remote that its listener accepts on the same pair (the other side's
 //!   SYN of the hole punch, which an ICMP rejection, unlike a RST, lets through) is returned as

@@ -754,7 +754,7 @@ fn claimed_crossing() -> Vec<String> {
             "LISTEN",
         );
         host.send(&format!("dialbg 192.31.196.21:{theirs}"));
-        // x sends a SYN every few ms for 250 ms: y's dial lands in that window.
+        // x sends a SYN every few ms within its window (16 at most): y's dial lands among them.
         std::thread::sleep(Duration::from_millis(20));
         let from_y = ask(
             &mut peer,
