@@ -272,6 +272,8 @@ impl Table {
                 families[family(key.0.ip)] = true;
                 if keys.len() <= few {
                     keys.push(*key);
+                } else if families == [true, true] {
+                    break;
                 }
             }
         }
