@@ -120,7 +120,8 @@ impl ReuseTable {
     /// Asks the kernel which of the table's finishing pairs ([`Lease::finishing`]) are still
     /// finishing and removes the others: up to [`PRUNE_LOOKUPS`] pairs one lookup each, more
     /// with one dump per family, which also puts off the next prune in proportion to how long
-    /// it took ([`PRUNE_DUMP_SHARE`]). Nothing to do, and no system call, without finishing
+    /// it took ([`PRUNE_DUMP_SHARE`]). A dump can miss a connection, so a pair goes once two
+    /// dumps in a row have not listed it ([`Table::prune`]). Nothing to do, and no system call, without finishing
     /// pairs. A failed dump changes nothing: those pairs then wait for the orphan hold.
     pub(crate) fn prune_finishing(&self) {
         self.prune_with(PRUNE_LOOKUPS);
@@ -143,15 +144,18 @@ impl ReuseTable {
                     .into_iter()
                     .filter(|key| sys::pair_finished(key.0.into(), key.1.into()))
                     .collect();
-                self.lock().prune(before, |key| finished.contains(key));
+                self.lock()
+                    .prune(before, |key| finished.contains(key), true);
             }
             Finishing::Many(families) => match sys::finishing_pairs(families) {
                 Ok(finishing) => {
                     let took = before.elapsed();
                     let mut table = self.lock();
-                    table.prune(before, |key| {
-                        !finishing.contains(&(key.0.into(), key.1.into()))
-                    });
+                    table.prune(
+                        before,
+                        |key| !finishing.contains(&(key.0.into(), key.1.into())),
+                        false,
+                    );
                     table.prune_every = prune_spacing(took);
                 }
                 Err(error) => tracing::debug!(%error, "could not list finishing connections"),

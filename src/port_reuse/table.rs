@@ -151,8 +151,9 @@ pub(super) enum Pair {
     /// can be asked about a pair (Linux: `sys::pair_finished`). The kernel finishes it as for
     /// [`Pair::Orphaned`]; a dial that meets the pair asks it whether it has, and the pair is
     /// free once it has or at the instant given. [`Table::prune`] removes the finished ones in
-    /// bulk.
-    Finishing(u64, Instant),
+    /// bulk; the flag says that the last dump of the kernel's finishing connections did not
+    /// list the pair (one more such dump and it goes).
+    Finishing(u64, Instant, bool),
 }
 
 /// Tells, without a system call, whether the remote of a closing connection has closed its side.
@@ -165,7 +166,7 @@ impl Pair {
             | Self::Accepted(lease)
             | Self::Closing(lease, _)
             | Self::Orphaned(lease, _)
-            | Self::Finishing(lease, _) => *lease,
+            | Self::Finishing(lease, ..) => *lease,
         }
     }
 
@@ -175,7 +176,7 @@ impl Pair {
             Self::Open(_) | Self::Accepted(_) => false,
             Self::Closing(_, remote_closed) => remote_closed(),
             Self::Orphaned(_, until) => Instant::now() >= *until,
-            Self::Finishing(_, until) => {
+            Self::Finishing(_, until, _) => {
                 Instant::now() >= *until || sys::pair_finished(key.0.into(), key.1.into())
             }
         }
@@ -238,7 +239,7 @@ impl Table {
         {
             let until = now + self.orphan_hold;
             *pair = if in_kernel {
-                Pair::Finishing(id, until)
+                Pair::Finishing(id, until, false)
             } else {
                 Pair::Orphaned(id, until)
             };
@@ -247,18 +248,36 @@ impl Table {
     }
 
     /// Removes the [`Pair::Finishing`] pairs closed before `before` that the kernel, asked at
-    /// `before`, had `finished`.
-    pub(super) fn prune(&mut self, before: Instant, finished: impl Fn(&PairKey) -> bool) {
+    /// `before`, had `finished`: at once if it was asked about each pair (`exact`); after a dump,
+    /// only those the previous dump did not list either. A dump can miss a connection: the
+    /// kernel walks its table in batches, resuming each at a position in a hash bucket, and an
+    /// entry removed from that bucket in between (a TIME_WAIT entry expiring) moves the next one
+    /// back past it.
+    pub(super) fn prune(
+        &mut self,
+        before: Instant,
+        finished: impl Fn(&PairKey) -> bool,
+        exact: bool,
+    ) {
         let pairs = &mut self.pairs;
         let hold = self.orphan_hold;
         self.orphans.retain(|&(until, key, id)| {
-            let done = until < before + hold
-                && matches!(pairs.get(&key), Some(Pair::Finishing(lease, _)) if *lease == id)
-                && finished(&key);
-            if done {
-                pairs.remove(&key);
+            let Some(Pair::Finishing(lease, _, unlisted)) = pairs.get_mut(&key) else {
+                return true;
+            };
+            if *lease != id || until >= before + hold {
+                return true;
             }
-            !done
+            if !finished(&key) {
+                *unlisted = false;
+                return true;
+            }
+            if !exact && !*unlisted {
+                *unlisted = true;
+                return true;
+            }
+            pairs.remove(&key);
+            false
         });
     }
 
@@ -268,7 +287,7 @@ impl Table {
         let mut keys = Vec::new();
         let mut families = [false; 2];
         for (_, key, id) in &self.orphans {
-            if matches!(self.pairs.get(key), Some(Pair::Finishing(lease, _)) if lease == id) {
+            if matches!(self.pairs.get(key), Some(Pair::Finishing(lease, ..)) if lease == id) {
                 families[family(key.0.ip)] = true;
                 if keys.len() <= few {
                     keys.push(*key);
@@ -297,7 +316,7 @@ impl Table {
                 return;
             }
             self.orphans.pop_front();
-            if matches!(self.pairs.get(&key), Some(Pair::Orphaned(lease, _) | Pair::Finishing(lease, _)) if *lease == id)
+            if matches!(self.pairs.get(&key), Some(Pair::Orphaned(lease, _) | Pair::Finishing(lease, ..)) if *lease == id)
             {
                 self.pairs.remove(&key);
             }

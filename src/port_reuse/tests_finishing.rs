@@ -49,8 +49,9 @@ fn close_clients(clients: Vec<TcpStream>) {
     }
 }
 
-/// Prunes with lookups (`few` at least the number of finishing pairs) or a dump (`few` 0):
-/// either way the pairs whose remote closed leave the table, and those still finishing stay.
+/// Prunes with lookups (`few` at least the number of finishing pairs) or dumps (`few` 0): either
+/// way the pairs whose remote closed leave the table (after one prune by lookups, two by
+/// dumps), and those still finishing stay.
 fn prune_removes_the_finished_pairs_only(few: usize) {
     let table = ReuseTable::new(true).closing_at_once(true);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -71,6 +72,11 @@ fn prune_removes_the_finished_pairs_only(few: usize) {
         Finishing::None => panic!("pairs are finishing"),
     }
     table.prune_with(few);
+    if few == 0 {
+        // A dump can miss a connection: a pair goes once a second dump has not listed it either.
+        assert_eq!(finishing_pairs(&table), 6, "one dump removes nothing");
+        table.prune_with(few);
+    }
     let left = finishing_pairs(&table);
     assert_eq!(
         left,
