@@ -60,10 +60,14 @@ pub(crate) async fn dial(
             };
             // Each pass that finds the pair taken by a waiting connection leaves that pair in
             // the table as accepted, so the next choice passes over it: the loop ends.
+            let mut refused = None;
             loop {
                 let lease = match table.reserve(remote, source) {
                     Ok(lease) => lease,
-                    Err(fallback) => break 'reuse fallback,
+                    // A choice made again after the kernel refused a pair falls back for that.
+                    Err(fallback) => {
+                        break 'reuse refused.map_or(fallback, Fallback::KernelRefused);
+                    }
                 };
                 let local = lease.local();
                 let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
@@ -81,6 +85,11 @@ pub(crate) async fn dial(
                     }
                     Err(NotConnected::Waiting) => {}
                     Err(NotConnected::Failed(step, e)) if PLATFORM.is_taken(step, &e) => {
+                        if lease.taken_after_refusal() {
+                            tracing::debug!(%local, %remote, "listening port refused by the kernel: a connection from the remote waiting on the listener holds the pair, choosing again");
+                            refused = Some(e.kind());
+                            continue;
+                        }
                         tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
                         break 'reuse Fallback::KernelRefused(e.kind());
                     }
@@ -112,7 +121,8 @@ const REFUSED_ATTEMPTS: u32 = 16;
 /// Why a dial from a listening port did not connect.
 enum NotConnected {
     /// A connection waiting on the listener's socket holds the pair, seen with the socket bound
-    /// and before `connect` ([`Lease::taken_in_backlog`]): the table now has it, choose again.
+    /// and before `connect` ([`Lease::taken_in_backlog`], for a remote that dialed us from its
+    /// address before): the table now has it, choose again.
     Waiting,
     /// A system call failed, at this step.
     Failed(Step, io::Error),
@@ -120,9 +130,11 @@ enum NotConnected {
 
 /// Connects from the listening address of `lease`, binding `bind` (that address, or where the
 /// platform asks for it the unspecified address with its port). With the socket bound, and
-/// just before the first `connect`, it takes in the connections waiting on the listener: the
-/// remote's own dial to us may hold the pair already ([`NotConnected::Waiting`]), and the
-/// later the look, the fewer dials that cross the remote's meet the kernel's refusal.
+/// just before the first `connect`, it takes in the connections waiting on the listener if the
+/// remote has dialed us from its address before: the remote's own dial to us may hold the pair
+/// already ([`NotConnected::Waiting`]), and the later the look, the fewer dials that cross the
+/// remote's meet the kernel's refusal. For other remotes the kernel's refusal of the pair tells
+/// the caller to look ([`Lease::taken_after_refusal`]).
 ///
 /// A refusal from a non-loopback
 /// remote (a RST or an ICMP rejection: [`refused_for_now`]) is answered with a new SYN from the

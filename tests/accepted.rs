@@ -88,13 +88,67 @@ async fn a_dial_back_passes_over_the_pair_of_an_accepted_connection() {
     }
 }
 
-/// B's connection to A waits in the kernel's accept queue of A's listener (A's transport is not
-/// polled): A's dial to B from that listening port would be the same 4-tuple. The dial takes
-/// the waiting connection in first, passes over its pair (`Busy`, no refused system call), and
-/// A's listener then reports the connection as accepted.
+/// B's connection to A waits in the kernel's accept queue of A's second listener (A's
+/// transport is not polled): A's dial to B from that listening port would be the same 4-tuple.
+/// B dialed A from the same address before (its connection to A's first listener, still open),
+/// so A's dial takes the waiting connection in before it connects, passes over its pair
+/// (`Busy`, no refused system call), and A's listener then reports the connection as accepted.
 #[tokio::test]
-async fn a_dial_passes_over_the_pair_of_a_connection_not_yet_accepted() {
-    if !port_sharing_here("a_dial_passes_over_the_pair_of_a_connection_not_yet_accepted") {
+async fn a_dial_to_a_known_remote_passes_over_the_pair_of_a_connection_not_yet_accepted() {
+    if !port_sharing_here(
+        "a_dial_to_a_known_remote_passes_over_the_pair_of_a_connection_not_yet_accepted",
+    ) {
+        return;
+    }
+    for (a_listen, b_listen) in LISTENERS {
+        let (mut a, mut b) = (transport(), transport());
+        let table = a.reuse_table();
+        let (_, a_first) = listen(&mut a, a_listen).await;
+        let (_, a_second) = listen(&mut a, a_listen).await;
+        let (_, b_addr) = listen(&mut b, b_listen).await;
+        let (_b_first, _a_first, send_back) =
+            connect(&mut b, &mut a, a_first, PortUse::Reuse).await;
+        assert_eq!(
+            send_back, b_addr,
+            "{a_listen}: B dials from its listening address"
+        );
+        // B's second dial completes in the kernel; A has not accepted it.
+        let b_second = dial(&mut b, a_second, PortUse::Reuse)
+            .await
+            .expect("B's dial");
+        assert_eq!(b_second.local_addr().unwrap(), b_addr, "{a_listen}");
+        assert_eq!(
+            table.accepted_connections(),
+            1,
+            "{a_listen}: not yet accepted"
+        );
+
+        let a_dialed = dial(&mut a, b_addr, PortUse::Reuse)
+            .await
+            .expect("A's dial");
+        assert_eq!(a_dialed.port_origin(), BUSY, "{a_listen}");
+        assert_eq!(table.accepted_connections(), 2, "{a_listen}: taken in");
+        let (a_accepted, local, send_back) = accept(&mut a).await;
+        assert_eq!(
+            (local, send_back),
+            (a_second, b_addr),
+            "{a_listen}: the listener reports the connection the dial took in"
+        );
+        assert_eq!(a_accepted.port_origin(), PortOrigin::Accepted);
+        println!(
+            "{a_listen}: with B's second connection from {b_addr} waiting on {a_second}, A's dial \
+             to B passed over both pairs (Busy) and A's listener reported the connection"
+        );
+    }
+}
+
+/// As above, but B never dialed A before: A's dial does not look at the accept queue (a dial to
+/// an unknown remote spends no `poll` there), the kernel refuses its pair (`EADDRNOTAVAIL`, no
+/// packet sent), and the dial then takes the waiting connection in, passes over its pair and
+/// falls back to an ephemeral port for the refusal; A's listener reports the connection.
+#[tokio::test]
+async fn a_dial_refused_by_a_connection_not_yet_accepted_takes_it_in() {
+    if !port_sharing_here("a_dial_refused_by_a_connection_not_yet_accepted_takes_it_in") {
         return;
     }
     for (a_listen, b_listen) in LISTENERS {
@@ -116,7 +170,14 @@ async fn a_dial_passes_over_the_pair_of_a_connection_not_yet_accepted() {
         let a_dialed = dial(&mut a, b_addr, PortUse::Reuse)
             .await
             .expect("A's dial");
-        assert_eq!(a_dialed.port_origin(), BUSY, "{a_listen}");
+        assert!(
+            matches!(
+                a_dialed.port_origin(),
+                PortOrigin::Ephemeral(Fallback::KernelRefused(_))
+            ),
+            "{a_listen}: {:?}",
+            a_dialed.port_origin()
+        );
         assert_eq!(table.accepted_connections(), 1, "{a_listen}: taken in");
         let (a_accepted, local, send_back) = accept(&mut a).await;
         assert_eq!(
@@ -126,8 +187,9 @@ async fn a_dial_passes_over_the_pair_of_a_connection_not_yet_accepted() {
         );
         assert_eq!(a_accepted.port_origin(), PortOrigin::Accepted);
         println!(
-            "{a_listen}: with B's connection from {b_addr} waiting on {a_addr}, A's dial to B \
-             passed over the pair (Busy) and A's listener reported the connection"
+            "{a_listen}: with B's connection from {b_addr} waiting on {a_addr}, A's dial to B was \
+             refused ({}), took the connection in, and A's listener reported it",
+            a_dialed.port_origin()
         );
     }
 }

@@ -5,14 +5,16 @@
 //! connection from that remote to that address waits in the listener's accept queue: the pair is
 //! taken, and the table has not seen it yet, since the listener admits a connection only when
 //! its task next polls. Two peers that dial each other from their listening ports meet this
-//! whenever one's connection arrives just before the other's dial. A dial therefore, with its
-//! socket bound and before `connect`, accepts what waits on the listener it leaves from (on unix
-//! a `poll` first, so that nothing waiting costs one cheap system call:
-//! `sys::connections_waiting`), admits it to the table as the listener would, and queues it for
-//! the listener, which reports it as its own; if one of them holds the dial's pair, the dial
-//! chooses again ([`Lease::taken_in_backlog`](super::Lease::taken_in_backlog)). The listener
-//! holds the backlog's admission lock from its own `accept` until the table has the pair, so
-//! that a dial never looks between the two.
+//! whenever one's connection arrives just before the other's dial. A dial therefore accepts what
+//! waits on the listener it leaves from (on unix a `poll` first, so that nothing waiting costs
+//! one cheap system call: `sys::connections_waiting`), admits it to the table as the listener
+//! would, and queues it for the listener, which reports it as its own; if one of them holds the
+//! dial's pair, the dial chooses again. It looks with its socket bound and before `connect` when
+//! the remote has dialed us from its address before
+//! ([`Lease::taken_in_backlog`](super::Lease::taken_in_backlog)), else once the kernel has
+//! refused the pair ([`Lease::taken_after_refusal`](super::Lease::taken_after_refusal)), so that
+//! dials to other remotes spend no `poll`. The listener holds the backlog's admission lock from
+//! its own `accept` until the table has the pair, so that a dial never looks between the two.
 
 use std::{
     collections::VecDeque,
@@ -203,7 +205,9 @@ mod tests {
             let lease = dialing.reserve(remote, Ipv4Addr::LOCALHOST.into()).unwrap();
             assert_eq!(lease.local(), addr, "the table does not know the pair yet");
             started_tx.send(()).unwrap();
-            let taken = lease.taken_in_backlog();
+            // As after the kernel's refusal: the remote never connected before, so a look
+            // before `connect` would not happen.
+            let taken = lease.taken_after_refusal();
             drop(lease);
             let again = dialing.reserve(remote, Ipv4Addr::LOCALHOST.into());
             done_tx

@@ -92,12 +92,25 @@ impl Lease {
     }
 
     /// Whether a connection from the remote, accepted by a listener on this pair's local port,
-    /// now holds the pair: the remote's own dial to us arrived first. Takes in what waits on
-    /// those listeners' sockets first ([`super::Backlog::drain`]); an admitted connection
-    /// replaces this lease's entry in the table, so that a new choice passes over the pair. A
+    /// now holds the pair: the remote's own dial to us arrived first. Looks only if such a
+    /// listener has accepted a connection from the remote's address before (the remote reuses
+    /// its listening port, as a peer that may dial us while we dial it does; see
+    /// [`super::sources`]), so that a dial to any other remote spends no system call here. A
     /// dial asks this with its socket bound, just before `connect`: the later the look, the
     /// fewer crossing dials meet the kernel's refusal.
     pub(crate) fn taken_in_backlog(&self) -> bool {
+        if !self.table.lock().sources.contains(self.remote) {
+            return false;
+        }
+        self.taken_after_refusal()
+    }
+
+    /// Whether a connection from the remote holds the pair, as [`Self::taken_in_backlog`] but
+    /// looking whoever the remote: asked once the kernel has refused the pair. Takes in what
+    /// waits on the sockets of the listeners on this pair's local port first
+    /// ([`super::Backlog::drain`]); an admitted connection replaces this lease's entry in the
+    /// table, so that a new choice passes over the pair.
+    pub(crate) fn taken_after_refusal(&self) -> bool {
         self.table.drain_backlogs(self.local());
         let key = (self.local, self.remote);
         let taken = self

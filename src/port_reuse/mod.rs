@@ -13,12 +13,15 @@
 //! - `guards`: the [`Registration`] of a listener, the [`Lease`] of a pair and a dial's
 //!   [`Claim`] on a connection its listener accepts, released on drop;
 //! - `backlog`: a listener's [`Backlog`], the connections waiting on its socket, which a dial
-//!   takes in before it chooses its pair;
+//!   takes in before it connects (or once the kernel refused its pair);
+//! - `sources`: the remote addresses the listeners accepted connections from, which decide
+//!   whether a dial looks at that backlog before it connects;
 //! - `tests`, `tests_accepted`, `tests_finishing`: unit tests, the second for the pairs of
 //!   accepted connections, the third for the pairs left to the kernel and their prune (Linux).
 
 mod backlog;
 mod guards;
+mod sources;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -273,7 +276,8 @@ impl ReuseTable {
     ///
     /// A connection waiting on the listener's socket may hold the very pair, which the kernel
     /// would refuse: the dial asks [`Lease::taken_in_backlog`] once its socket is bound, just
-    /// before it connects, and chooses again if so.
+    /// before it connects, or [`Lease::taken_after_refusal`] once the kernel refused the pair,
+    /// and chooses again if so.
     pub(crate) fn reserve(&self, remote: SocketAddr, source: IpAddr) -> Result<Lease, Fallback> {
         let mut table = self.lock();
         table.expire();
@@ -298,7 +302,9 @@ impl ReuseTable {
     pub(crate) fn accepted(&self, local: SocketAddr, remote: SocketAddr) -> Lease {
         // Dials look pairs up by IP and port alone (`Endpoint`): an IPv6 scope or flow label
         // does not hide the pair from them.
-        self.lease(self.lock(), local, remote, Pair::Accepted)
+        let mut table = self.lock();
+        table.sources.insert(remote.into());
+        self.lease(table, local, remote, Pair::Accepted)
     }
 
     /// What to do with a connection the listener on `local` accepted from `remote`: hand it to
@@ -306,6 +312,7 @@ impl ReuseTable {
     /// [`Self::accepted`] does.
     fn admit(&self, local: SocketAddr, remote: SocketAddr) -> Admission {
         let mut table = self.lock();
+        table.sources.insert(remote.into());
         if !table.claims.is_empty()
             && let Some(dial) = table.claims.remove(&(local.into(), remote.into()))
         {

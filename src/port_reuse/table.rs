@@ -12,7 +12,7 @@ use std::{
 
 use futures::channel::oneshot;
 
-use super::Backlog;
+use super::{Backlog, sources::Sources};
 use crate::{origin::Fallback, sys};
 
 /// An address as the table keys pairs by: the IP and the port. IPv6's flow label and scope id,
@@ -68,6 +68,9 @@ pub(super) struct Table {
     /// that remote accepted on their own pair (see [`ReuseTable::claim`](super::ReuseTable)):
     /// the listener hands it over through the sender instead of reporting it.
     pub(super) claims: HashMap<PairKey, oneshot::Sender<tokio::net::TcpStream>>,
+    /// The remote addresses our listeners accepted connections from, remembered so that a dial
+    /// to one of them looks at its listener's accept queue first (see [`Sources`]).
+    pub(super) sources: Sources,
     /// The orphaned pairs in the order they were orphaned, with when they expire and the lease
     /// that orphaned them: [`Self::expire`] removes them from `pairs` once due.
     orphans: VecDeque<(Instant, PairKey, u64)>,
@@ -104,6 +107,7 @@ impl Default for Table {
             per_family: [0; 2],
             pairs: HashMap::new(),
             claims: HashMap::new(),
+            sources: Sources::default(),
             orphans: VecDeque::new(),
             held: 0,
             max_held: usize::MAX,

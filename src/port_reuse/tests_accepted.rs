@@ -195,3 +195,21 @@ fn a_claimed_pair_is_handed_to_its_dial_and_a_withdrawn_claim_is_not() {
         Admission::Accepted(_)
     ));
 }
+
+#[test]
+fn the_table_remembers_the_remotes_its_listeners_accepted_from() {
+    let table = ReuseTable::new(true);
+    let _a = table.register(sa("127.0.0.1:5000"));
+    let known = sa("127.0.0.1:7000");
+    assert!(
+        !table.lock().sources.contains(known.into()),
+        "nothing accepted yet"
+    );
+    drop(table.accepted(sa("127.0.0.1:5000"), known));
+    let table = table.lock();
+    assert!(
+        table.sources.contains(known.into()),
+        "remembered after the connection is gone"
+    );
+    assert!(!table.sources.contains(sa("127.0.0.1:7001").into()));
+}
