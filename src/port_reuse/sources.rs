@@ -21,19 +21,11 @@ const SLOTS: usize = 4096;
 /// A set of remote addresses with one slot per hash: [`Self::contains`] may forget an address
 /// another has taken the slot of, and never reports one not inserted but with the
 /// probability of two 64-bit hashes being equal.
+#[derive(Default)]
 pub(super) struct Sources {
     /// Each address's hash, at the index it selects; 0 marks an empty slot (hashes are odd).
     slots: Vec<u64>,
     hasher: RandomState,
-}
-
-impl Default for Sources {
-    fn default() -> Self {
-        Self {
-            slots: Vec::new(),
-            hasher: RandomState::new(),
-        }
-    }
 }
 
 impl Sources {
