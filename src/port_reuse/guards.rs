@@ -9,6 +9,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use futures::channel::oneshot;
@@ -166,7 +167,7 @@ impl Lease {
             table.held -= 1;
             self.held = false;
         }
-        table.orphan((self.local, self.remote), self.id, false);
+        table.orphan((self.local, self.remote), self.id, false, Instant::now());
         self.orphaned = true;
     }
 
@@ -185,8 +186,8 @@ impl Lease {
     /// [`ReuseTable::prune_finishing`](super::ReuseTable::prune_finishing).
     pub(crate) fn finishing(mut self) -> Option<ReuseTable> {
         let mut table = self.table.lock();
-        table.orphan((self.local, self.remote), self.id, true);
-        let now = std::time::Instant::now();
+        let now = Instant::now();
+        table.orphan((self.local, self.remote), self.id, true, now);
         // The first pair left to the kernel starts the clock: it is still finishing now.
         let pruned = *table.pruned.get_or_insert(now);
         let due = now.saturating_duration_since(pruned) >= table.prune_every;
@@ -202,6 +203,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.orphaned && !self.held {
+            // The table has the pair already, and no held socket to count.
+            return;
+        }
         let mut table = self.table.lock();
         if self.held {
             table.held -= 1;

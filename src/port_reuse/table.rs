@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
+    hash::{Hash, Hasher},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -18,10 +19,28 @@ use crate::{origin::Fallback, sys};
 /// An address as the table keys pairs by: the IP and the port. IPv6's flow label and scope id,
 /// which a dial's choice never compares, are left out, so that a key takes 20 bytes where a
 /// `SocketAddr` takes 32 (the table keeps one pair per connection on a listening port).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Endpoint {
     ip: IpAddr,
     port: u16,
+}
+
+impl Hash for Endpoint {
+    /// One write for an IPv4 endpoint and two for an IPv6 one, where the derived hash makes
+    /// three (the variant, the IP, the port): each accepted connection hashes its pair when the
+    /// table records it and again when it lets the pair go.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self.ip {
+            IpAddr::V4(ip) => {
+                let ip = u32::from_ne_bytes(ip.octets());
+                state.write_u64(u64::from(ip) << 16 | u64::from(self.port));
+            }
+            IpAddr::V6(ip) => {
+                state.write_u128(u128::from_ne_bytes(ip.octets()));
+                state.write_u16(self.port);
+            }
+        }
+    }
 }
 
 impl From<SocketAddr> for Endpoint {
@@ -233,11 +252,10 @@ impl Table {
         self.loopback[family(addr.ip())].remove(&seq);
     }
 
-    /// Marks the pair of lease `id` orphaned for [`Self::orphan_hold`] from now, unless a dial
+    /// Marks the pair of lease `id` orphaned for [`Self::orphan_hold`] from `now`, unless a dial
     /// took the pair over already: [`Pair::Orphaned`], or [`Pair::Finishing`] if `in_kernel`.
-    pub(super) fn orphan(&mut self, key: PairKey, id: u64, in_kernel: bool) {
-        self.expire();
-        let now = Instant::now();
+    pub(super) fn orphan(&mut self, key: PairKey, id: u64, in_kernel: bool, now: Instant) {
+        self.expire_at(now);
         if let Some(pair) = self.pairs.get_mut(&key)
             && pair.lease() == id
         {
@@ -311,10 +329,13 @@ impl Table {
     /// nobody dials again. Each orphan is removed once: amortized constant time, and no clock
     /// read while there is none.
     pub(super) fn expire(&mut self) {
-        if self.orphans.is_empty() {
-            return;
+        if !self.orphans.is_empty() {
+            self.expire_at(Instant::now());
         }
-        let now = Instant::now();
+    }
+
+    /// [`Self::expire`] at `now`.
+    fn expire_at(&mut self, now: Instant) {
         while let Some(&(until, key, id)) = self.orphans.front() {
             if until > now {
                 return;
