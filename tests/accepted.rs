@@ -7,10 +7,10 @@
 
 mod util;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use libp2p_core::{Transport as _, transport::PortUse};
-use libp2p_reuseport::{Config, Fallback, PortOrigin, ReuseTable};
+use libp2p_reuseport::{Config, Fallback, PortOrigin, ReuseTable, Transport};
 use util::{shared::*, *};
 
 const BUSY: PortOrigin = PortOrigin::Ephemeral(Fallback::Busy);
@@ -31,6 +31,23 @@ async fn no_closing_pairs(table: &ReuseTable) {
         }
     })
     .await;
+}
+
+/// Asserts that A's listener reports, as accepted on `local` from `remote`, the connection a
+/// dial of A's took in.
+async fn reports_the_connection_taken_in(
+    a: &mut Transport,
+    local: SocketAddr,
+    remote: SocketAddr,
+    listen: &str,
+) {
+    let (accepted, reported_local, send_back) = accept(a).await;
+    assert_eq!(
+        (reported_local, send_back),
+        (local, remote),
+        "{listen}: the listener reports the connection the dial took in"
+    );
+    assert_eq!(accepted.port_origin(), PortOrigin::Accepted, "{listen}");
 }
 
 #[tokio::test]
@@ -128,13 +145,7 @@ async fn a_dial_to_a_known_remote_passes_over_the_pair_of_a_connection_not_yet_a
             .expect("A's dial");
         assert_eq!(a_dialed.port_origin(), BUSY, "{a_listen}");
         assert_eq!(table.accepted_connections(), 2, "{a_listen}: taken in");
-        let (a_accepted, local, send_back) = accept(&mut a).await;
-        assert_eq!(
-            (local, send_back),
-            (a_second, b_addr),
-            "{a_listen}: the listener reports the connection the dial took in"
-        );
-        assert_eq!(a_accepted.port_origin(), PortOrigin::Accepted);
+        reports_the_connection_taken_in(&mut a, a_second, b_addr, a_listen).await;
         println!(
             "{a_listen}: with B's second connection from {b_addr} waiting on {a_second}, A's dial \
              to B passed over both pairs (Busy) and A's listener reported the connection"
@@ -179,13 +190,7 @@ async fn a_dial_refused_by_a_connection_not_yet_accepted_takes_it_in() {
             a_dialed.port_origin()
         );
         assert_eq!(table.accepted_connections(), 1, "{a_listen}: taken in");
-        let (a_accepted, local, send_back) = accept(&mut a).await;
-        assert_eq!(
-            (local, send_back),
-            (a_addr, b_addr),
-            "{a_listen}: the listener reports the connection the dial took in"
-        );
-        assert_eq!(a_accepted.port_origin(), PortOrigin::Accepted);
+        reports_the_connection_taken_in(&mut a, a_addr, b_addr, a_listen).await;
         println!(
             "{a_listen}: with B's connection from {b_addr} waiting on {a_addr}, A's dial to B was \
              refused ({}), took the connection in, and A's listener reported it",
@@ -238,7 +243,7 @@ async fn closed_by_the_remote_first_an_accepted_pair_is_free_at_once() {
 
 #[tokio::test]
 async fn without_port_reuse_accepted_pairs_are_not_kept() {
-    let mut a = libp2p_reuseport::Transport::new(Config::new().port_reuse(false));
+    let mut a = Transport::new(Config::new().port_reuse(false));
     let mut b = transport();
     let (_, a_addr) = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
     let (_, _b_accepted, _) = connect(&mut b, &mut a, a_addr, PortUse::Reuse).await;
