@@ -124,8 +124,9 @@ impl ReuseTable {
     /// finishing and removes the others: up to [`PRUNE_LOOKUPS`] pairs one lookup each, more
     /// with one dump per family, which also puts off the next prune in proportion to how long
     /// it took ([`PRUNE_DUMP_SHARE`]). A dump can miss a connection, so a pair goes once two
-    /// dumps in a row have not listed it ([`Table::prune`]). Nothing to do, and no system call, without finishing
-    /// pairs. A failed dump changes nothing: those pairs then wait for the orphan hold.
+    /// dumps in a row have not listed it ([`Table::prune`]). Nothing to do, and no system call,
+    /// without finishing pairs. A failed dump changes nothing: those pairs then wait for the
+    /// orphan hold.
     pub(crate) fn prune_finishing(&self) {
         self.prune_with(PRUNE_LOOKUPS);
     }
@@ -208,7 +209,8 @@ impl ReuseTable {
     /// remote did not close within 10 s (passed over for as long as the kernel may keep them,
     /// `tcp_fin_timeout`, 60 s by default, and a second), and on Linux those closed at once
     /// that the kernel is still finishing (asked here: one sock_diag dump per address family
-    /// while there are any; see [`Config::hold_closing_sockets`](crate::Config::hold_closing_sockets)).
+    /// while there are any; see
+    /// [`Config::hold_closing_sockets`](crate::Config::hold_closing_sockets)).
     pub fn closing_connections(&self) -> usize {
         self.prune_finishing();
         let mut table = self.lock();
