@@ -11,7 +11,8 @@
 #   sudo ./scripts/population.sh --pairs 10,50,100    # 10, then 50, then 100 pairs at once
 #
 # Options: --pairs N[,N...] (default 50; at most 250), --seed S (default 1), --release (the rust
-# nodes built with optimisations, as go's are; by default cargo's debug profile). It runs
+# nodes built with optimisations, as go's are; by default cargo's debug profile). ZOO_VERBOSE=1
+# prints the logs of every pair that did not punch, ZOO_VERBOSE=all of every pair. It runs
 # `cargo test --test netns -- population ...` (tests/netns/population.rs) as root. The network
 # is built in Linux network namespaces (prefix rpt<pid>) and removed after each population; if
 # the run is interrupted (Ctrl-C, a failure), this script removes what is left. Traffic stays

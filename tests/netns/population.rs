@@ -304,9 +304,11 @@ fn run_once(pairs: &[Pair], transport: Transport) -> (Vec<Outcome>, Cost) {
     let (busy_after, total_after) = machine_jiffies();
     cost.busy = (busy_after - busy_before) as f64 / (total_after - total_before).max(1) as f64;
     (cost.node_fds, cost.relay_fds, cost.own_fds) = sampler.finish();
-    if std::env::var_os("ZOO_VERBOSE").is_some() {
+    if let Some(verbose) = std::env::var_os("ZOO_VERBOSE") {
+        // `all`: every pair's logs, as the zoo's cells print every run's.
+        let every = verbose == "all";
         for (k, outcome) in outcomes.iter().enumerate() {
-            if !matches!(outcome, Some(Outcome::Direct(_))) {
+            if every || !matches!(outcome, Some(Outcome::Direct(_))) {
                 listens[k].drain();
                 eprintln!(
                     "--- pair {k} {} {outcome:?} ---\nlisten:\n{}\ndial:\n{}",
