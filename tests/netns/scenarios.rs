@@ -629,6 +629,22 @@ fn counted(ns: &str, table: &str, rule: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter for `{rule}` in table inet {table}:\n{text}"))
 }
 
+/// The states (`ss`'s names) of the TCP sockets in `ns` between `local` and `remote`.
+fn tcp_states(ns: &str, local: &str, remote: &str) -> Vec<String> {
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-Htan"])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(3) == Some(&local) && fields.get(4) == Some(&remote))
+                .then(|| fields[0].to_string())
+        })
+        .collect()
+}
+
 /// A firewall that answers SYNs with ICMP "administratively prohibited" (`reject with icmpx`,
 /// as RFC 6092 asks of IPv6 home gateways) ends a dial as a RST does, with `EHOSTUNREACH` over
 /// IPv4 and `EACCES` over IPv6: a dial from a listening port refused four times that way gets
@@ -711,10 +727,16 @@ fn icmp_rejections() -> Vec<String> {
 /// is taken); x's dial, which claimed the pair at the first refusal, returns that connection:
 /// both sides have it as their dial (DCUtR has one of them act as the listener). Where y's SYN
 /// meets x's SYN in flight, the kernel makes one connection of the two (a simultaneous open).
+/// Rarely (about 1 crossing in 500 here), y's SYN leaves just after x's SYN met y's firewall
+/// and reaches x before the ICMP for x's SYN does: x's socket answers it as a simultaneous open,
+/// then the ICMP arrives and Linux aborts the socket (a hard error in SYN_SENT and SYN_RECV).
+/// y's dial reports a connection x no longer has, and x's dial fails with the firewall's
+/// refusal, its later SYNs rejected as before. Nothing reaches x's listener, so there is
+/// nothing to claim; the scenario checks that and counts the crossing as undone.
 /// Across the delay line (1 ms each way, so that the ICMP ends x's SYN at once), 10 crossings:
-/// every one connects both dials, and the claim is what connected some of them (x's log says
-/// so). The control: with the window at zero x's dial fails at once and its listener reports
-/// y's connection as accepted.
+/// every other one connects both dials (at most 2 undone), and the claim is what connected
+/// some of them (x's log says so). The control: with the window at zero x's dial fails at once
+/// and its listener reports y's connection as accepted.
 fn claimed_crossing() -> Vec<String> {
     let (bed, x, y) = firewalled_pair(
         &["192.31.196.20/24"],
@@ -732,7 +754,7 @@ fn claimed_crossing() -> Vec<String> {
     bed.sysctl(&y, "net.ipv4.icmp_ratelimit=0");
     const CLAIMED: &str = "accepted by our listener, is this dial's";
     let mut report = Vec::new();
-    let (mut claimed, crossings) = (0, 10);
+    let (mut claimed, mut undone, crossings) = (0, 0, 10);
     // Ports of their own per crossing: the connections of the ones before are still closing.
     for k in 0..=crossings {
         let control = k == crossings;
@@ -773,11 +795,27 @@ fn claimed_crossing() -> Vec<String> {
             ));
             break;
         }
-        assert!(
-            dialed.starts_with("DIALED"),
-            "{dialed}\n{}",
-            host.log.join("\n")
-        );
+        if dialed.starts_with("DIALFAIL") {
+            // The one outcome no transport can steer (see the doc comment): x's dial ends with
+            // the firewall's refusal, and x's kernel holds nothing on the pair that x's
+            // listener could have taken, nor reported.
+            std::thread::sleep(Duration::from_millis(100));
+            host.drain();
+            let x_pair = tcp_states(
+                &x,
+                &format!("192.31.196.20:{ours}"),
+                &format!("192.31.196.21:{theirs}"),
+            );
+            assert!(
+                dialed.contains("os error 113")
+                    && x_pair.is_empty()
+                    && !host.log.iter().any(|l| l.starts_with("INCOMING")),
+                "{dialed}; x holds on the pair: {x_pair:?}\n{}",
+                host.log.join("\n")
+            );
+            undone += 1;
+            continue;
+        }
         assert_eq!(field(&dialed, "local"), format!("192.31.196.20:{ours}"));
         assert_eq!(field(&dialed, "origin"), "Reused", "{dialed}");
         host.send("source 192.31.196.21:9");
@@ -793,12 +831,19 @@ fn claimed_crossing() -> Vec<String> {
         claimed > 0,
         "no crossing went through the claim in {crossings} (all simultaneous opens?)"
     );
+    // About 1 crossing in 500 in local runs (4 in 193 runs of 10).
+    assert!(
+        undone <= 2,
+        "{undone} of {crossings} simultaneous opens undone by the ICMP for x's own SYN"
+    );
     report.insert(
         0,
         format!(
-            "{crossings} crossings, both dials connected in each: {claimed} through the claim, {} \
-             without it (x's SYN met y's: a simultaneous open)",
-            crossings - claimed
+            "{crossings} crossings: both dials connected in {}, {claimed} through the claim and {} \
+             without it (x's SYN met y's: a simultaneous open); {undone} simultaneous open undone \
+             by the ICMP for x's own SYN",
+            crossings - undone,
+            crossings - claimed - undone
         ),
     );
     report
