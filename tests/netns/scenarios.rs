@@ -734,7 +734,7 @@ fn icmp_rejections() -> Vec<String> {
 /// refusal, its later SYNs rejected as before. Nothing reaches x's listener, so there is
 /// nothing to claim; the scenario checks that and counts the crossing as undone.
 /// Across the delay line (1 ms each way, so that the ICMP ends x's SYN at once), 10 crossings:
-/// every other one connects both dials (at most 2 undone), and the claim is what connected
+/// all the others connect both dials (at most 2 undone), and the claim is what connected
 /// some of them (x's log says so). The control: with the window at zero x's dial fails at once
 /// and its listener reports y's connection as accepted.
 fn claimed_crossing() -> Vec<String> {
@@ -816,6 +816,11 @@ fn claimed_crossing() -> Vec<String> {
             undone += 1;
             continue;
         }
+        assert!(
+            dialed.starts_with("DIALED"),
+            "{dialed}\n{}",
+            host.log.join("\n")
+        );
         assert_eq!(field(&dialed, "local"), format!("192.31.196.20:{ours}"));
         assert_eq!(field(&dialed, "origin"), "Reused", "{dialed}");
         host.send("source 192.31.196.21:9");
