@@ -1,9 +1,11 @@
 //! The node the scenarios run in a namespace: this crate's transport driven by commands on
 //! standard input, reporting on standard output one `WORD key=value...` line per fact.
 //!
-//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new`, `dialbg <ip:port>` (a dial from
-//! a listening port that runs in the background), `source <ip:port>`, `cycles <ip:port> <n>`
-//! (client-first dial/echo/close cycles), `quit`.
+//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new [ms]`, `dialbg <ip:port> [ms]` (a
+//! dial from a listening port that runs in the background), `source <ip:port>`,
+//! `cycles <ip:port> <n>` (client-first dial/echo/close cycles), `quit`. A dial gives up after
+//! `ms` milliseconds (10 s when not given), dropping its future as a swarm does with a dial it
+//! no longer needs.
 //! Reports: `LISTEN`, `NEWADDR`, `EXPIRED`, `INCOMING`, `DIALED`, `DIALFAIL`, `SOURCE`, `CYCLES`,
 //! `ERROR`. Accepted connections echo what they read and close at end of stream.
 //! `NODE_REFUSED_RETRY_MS` sets [`Config::rst_retry_window`]; `NODE_LOG` (a tracing filter)
@@ -48,6 +50,7 @@ async fn dial(
     transport: &mut Transport,
     remote: SocketAddr,
     port_use: PortUse,
+    limit: Duration,
 ) -> std::io::Result<TcpStream> {
     let opts = DialOpts {
         role: Endpoint::Dialer,
@@ -56,15 +59,22 @@ async fn dial(
     let future = transport
         .dial(to_multiaddr(remote), opts)
         .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    tokio::time::timeout(Duration::from_secs(10), future)
+    tokio::time::timeout(limit, future)
         .await
         .unwrap_or_else(|_| Err(std::io::Error::other("dial timed out")))
+}
+
+/// A dial's time limit: `ms` milliseconds when given, else 10 s.
+fn limit(ms: Option<&&str>) -> Duration {
+    ms.map_or(Duration::from_secs(10), |ms| {
+        Duration::from_millis(ms.parse().expect("milliseconds"))
+    })
 }
 
 /// One client-first cycle: dial, send a byte, read the echo, drop. Returns (reused, dial time).
 async fn cycle(transport: &mut Transport, remote: SocketAddr) -> std::io::Result<(bool, Duration)> {
     let started = Instant::now();
-    let mut stream = dial(transport, remote, PortUse::Reuse).await?;
+    let mut stream = dial(transport, remote, PortUse::Reuse, limit(None)).await?;
     let took = started.elapsed();
     stream.write_all(b"x").await?;
     let mut byte = [0];
@@ -167,14 +177,14 @@ async fn run() {
                     Err(e) => println!("ERROR listen {e:?}"),
                 }
             }
-            ["dial", remote, how] => {
+            ["dial", remote, how, ms @ ..] => {
                 let remote: SocketAddr = remote.parse().expect("ip:port");
                 let port_use = if *how == "new" {
                     PortUse::New
                 } else {
                     PortUse::Reuse
                 };
-                match dial(&mut transport, remote, port_use).await {
+                match dial(&mut transport, remote, port_use, limit(ms.first())).await {
                     Ok(stream) => {
                         report_dialed(remote, &stream);
                         held.push(stream);
@@ -184,8 +194,9 @@ async fn run() {
             }
             // A dial from a listening port that runs while the node goes on reading commands
             // and polling its listeners, as a swarm's dials do.
-            ["dialbg", remote] => {
+            ["dialbg", remote, ms @ ..] => {
                 let remote: SocketAddr = remote.parse().expect("ip:port");
+                let limit = limit(ms.first());
                 let opts = DialOpts {
                     role: Endpoint::Dialer,
                     port_use: PortUse::Reuse,
@@ -193,7 +204,7 @@ async fn run() {
                 match transport.dial(to_multiaddr(remote), opts) {
                     Ok(future) => {
                         tokio::spawn(async move {
-                            match tokio::time::timeout(Duration::from_secs(10), future).await {
+                            match tokio::time::timeout(limit, future).await {
                                 Ok(Ok(stream)) => {
                                     report_dialed(remote, &stream);
                                     // Keep the connection open while the node lives.

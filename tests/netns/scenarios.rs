@@ -39,7 +39,7 @@ pub fn run(options: &Options) -> ExitCode {
     let zoo_scenario = move || zoo_table(runs, &cells, &wans);
     let (pairs, seed) = (options.pairs.clone(), options.seed);
     let population_scenario = move || population::run(&pairs, seed);
-    let all: [(&str, Scenario); 11] = [
+    let all: [(&str, Scenario); 12] = [
         ("delayline", Box::new(delay_line_accuracy)),
         ("observed", Box::new(observed_address)),
         ("multihomed", Box::new(multihomed)),
@@ -48,6 +48,7 @@ pub fn run(options: &Options) -> ExitCode {
         ("refused", Box::new(rst_retries)),
         ("prohibited", Box::new(icmp_rejections)),
         ("claimed", Box::new(claimed_crossing)),
+        ("stale", Box::new(stale_entry)),
         ("temporary", Box::new(temporary_addresses)),
         ("zoo", Box::new(zoo_scenario)),
         ("population", Box::new(population_scenario)),
@@ -851,5 +852,131 @@ fn claimed_crossing() -> Vec<String> {
             crossings - claimed - undone
         ),
     );
+    report
+}
+
+/// A dial given up before it connected leaves its firewall's entry for the pair behind (Linux
+/// keeps a SYN_SENT entry 2 minutes), and a punch on that pair then fails if the other side's
+/// SYN comes first: the entry lets that SYN in, our listener answers it from a new socket whose
+/// sequence numbers are not the ones the entry recorded, and the firewall drops the answer as
+/// invalid. Meanwhile the half-open connection holds the pair, so our own dial from the
+/// listening port is refused by the kernel and leaves from another port, which the other
+/// firewall drops. (Found in the population: go-libp2p dials a peer directly before it punches,
+/// nat-zoo.md.) x and y each behind a home router (a stateful firewall for IPv6, a
+/// port-preserving NAT for IPv4), 5 ms apart, the second SYN 300 ms after the first:
+/// - after x's dial given up (1 s, unanswered), y first: x's router drops its listener's
+///   answers as invalid, x holds the pair in SYN-RECV, and neither dial connects;
+/// - after x's dial given up, x first: x's new SYN (a later sequence number) restarts the
+///   entry, y's SYN then meets x's socket, and both dials connect (a simultaneous open);
+/// - the control, y first without the earlier dial: x's router drops y's SYN (nothing to match)
+///   and both dials connect as above.
+fn stale_entry() -> Vec<String> {
+    let mut bed = Bed::new(Wan::Shaped {
+        delay_ms: 5,
+        jitter_ms: 0,
+        loss: 0.0,
+    });
+    let net = TwoNats::build(&mut bed, &Rules::home(), &Rules::home());
+    // (family, x's listening address, x's address as y dials it, y's address as x dials it,
+    // the wildcard, each host's router)
+    let families = [
+        (
+            "IPv6",
+            "[2001:db8:1::2]",
+            "[2001:db8:1::2]",
+            "[2001:db8:2::2]",
+            "/ip6/::",
+            ["2001:db8:1::1", "2001:db8:2::1"],
+        ),
+        (
+            "IPv4",
+            "10.0.1.2",
+            "192.31.196.1",
+            "192.31.196.2",
+            "/ip4/0.0.0.0",
+            ["10.0.1.1", "10.0.2.1"],
+        ),
+    ];
+    let mut report = Vec::new();
+    let mut port = 4000;
+    for (family, x_local, x_public, y_public, wildcard, routers) in families {
+        // Every hop's neighbour resolved first: a packet that waits for it (a second when the
+        // first solicitation goes unanswered) would reach the other side late, after the SYNs
+        // that follow it.
+        let unbracketed = |addr: &str| addr.trim_matches(['[', ']']).to_string();
+        for (ns, targets) in [
+            (&net.a, [routers[0].to_string(), unbracketed(y_public)]),
+            (&net.b, [routers[1].to_string(), unbracketed(x_public)]),
+        ] {
+            for target in targets {
+                // The far router drops the echo; what counts is the path to it.
+                let _ = std::process::Command::new("ip")
+                    .args([
+                        "netns", "exec", ns, "ping", "-q", "-n", "-c", "1", "-W", "1",
+                    ])
+                    .arg(target)
+                    .output();
+            }
+        }
+        // (an earlier dial given up, y's SYN first)
+        for (stale, y_first) in [(true, true), (true, false), (false, true)] {
+            port += 1;
+            let (x_local, x_public, y_public) = (
+                format!("{x_local}:{port}"),
+                format!("{x_public}:{port}"),
+                format!("{y_public}:{port}"),
+            );
+            let mut x = node(&net.a, "x");
+            let mut y = node(&net.b, "y");
+            ask(&mut x, &format!("listen {wildcard}/tcp/{port}"), "LISTEN");
+            ask(&mut y, &format!("listen {wildcard}/tcp/{port}"), "LISTEN");
+            if stale {
+                // y's router drops x's SYN; x gives up, as a swarm does with a dial it no
+                // longer needs (another address connected first).
+                let gave_up = ask(&mut x, &format!("dial {y_public} reuse 1000"), "DIAL");
+                assert!(gave_up.starts_with("DIALFAIL"), "{gave_up}");
+            }
+            let invalid_before = counted(&net.ra, "fw", "ct state invalid");
+            let (x_pair, from_x, from_y) = if y_first {
+                y.send(&format!("dialbg {x_public} 3000"));
+                std::thread::sleep(Duration::from_millis(300));
+                let x_pair = tcp_states(&net.a, &x_local, &y_public);
+                let from_x = ask(&mut x, &format!("dial {y_public} reuse 2000"), "DIAL");
+                (x_pair, from_x, y.expect("DIAL", T))
+            } else {
+                x.send(&format!("dialbg {y_public} 3000"));
+                std::thread::sleep(Duration::from_millis(300));
+                let x_pair = tcp_states(&net.a, &x_local, &y_public);
+                let from_y = ask(&mut y, &format!("dial {x_public} reuse 2000"), "DIAL");
+                (x_pair, x.expect("DIAL", T), from_y)
+            };
+            let invalid = counted(&net.ra, "fw", "ct state invalid") - invalid_before;
+            let logs = format!("x: {}\ny: {}", x.log.join("\n"), y.log.join("\n"));
+            let case = match (stale, y_first) {
+                (true, true) => "after a dial given up, y's SYN first",
+                (true, false) => "after a dial given up, x's SYN first",
+                _ => "no earlier dial, y's SYN first",
+            };
+            if stale && y_first {
+                assert_eq!(x_pair, ["SYN-RECV"], "{logs}");
+                assert!(invalid > 0, "x's router dropped nothing as invalid\n{logs}");
+                assert!(from_y.starts_with("DIALFAIL"), "{from_y}\n{logs}");
+                assert!(
+                    from_x.starts_with("DIALFAIL") || field(&from_x, "local") != x_local,
+                    "{from_x}\n{logs}"
+                );
+                report.push(format!(
+                    "{family}, {case}: x holds the pair in {x_pair:?}, its router dropped \
+                     {invalid} answers as invalid; y: {from_y}; x: {from_x}"
+                ));
+            } else {
+                assert_eq!(invalid, 0, "{logs}");
+                assert!(from_x.starts_with("DIALED"), "{from_x}\n{logs}");
+                assert_eq!(field(&from_x, "local"), x_local, "{logs}");
+                assert!(from_y.starts_with("DIALED"), "{from_y}\n{logs}");
+                report.push(format!("{family}, {case}: x: {from_x}; y: {from_y}"));
+            }
+        }
+    }
     report
 }
