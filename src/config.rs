@@ -31,6 +31,7 @@ pub struct Config {
     pub(crate) port_reuse: bool,
     pub(crate) foreign_port_sharing: bool,
     pub(crate) rst_retry_window: Duration,
+    pub(crate) given_up_dial_window: Duration,
     pub(crate) tcp_info_interval: Duration,
     /// `None`: derived from the descriptor limit when the transport is created.
     pub(crate) max_closing_sockets: Option<usize>,
@@ -50,6 +51,7 @@ impl Config {
     /// | [`port_reuse`](Self::port_reuse) | `SO_REUSEPORT` on listeners and reusing dials | on, unless the environment variable [`PORT_REUSE_ENV`] says otherwise when the [`Transport`](crate::Transport) is created |
     /// | [`foreign_port_sharing`](Self::foreign_port_sharing) | share a listening port a socket outside this transport holds | refused |
     /// | [`rst_retry_window`](Self::rst_retry_window) | a dial from a listening port that the remote side refuses keeps trying | 500 ms |
+    /// | [`given_up_dial_window`](Self::given_up_dial_window) | a dial from a listening port dropped before it connected stays half-open for the next dial on its pair | 10 s |
     /// | [`hold_closing_sockets`](Self::hold_closing_sockets) | a connection dropped before its remote closed is kept open until the remote's FIN, rather than closed at once and looked up in the kernel | `false` (Linux closes at once; other platforms always hold) |
     /// | [`max_closing_sockets`](Self::max_closing_sockets) | closing connections kept open until their remote closes | an eighth of the soft descriptor limit (`RLIMIT_NOFILE`) read when the [`Transport`](crate::Transport) is created, at most 8,192; 128 where there is no such limit (Windows) |
     /// | [`tcp_info_interval`](Self::tcp_info_interval) | `metrics` feature, Linux: how often at most the connections' TCP_INFO is sampled | 10 s |
@@ -87,6 +89,7 @@ impl Config {
             port_reuse: true,
             foreign_port_sharing: false,
             rst_retry_window: Duration::from_millis(500),
+            given_up_dial_window: Duration::from_secs(10),
             tcp_info_interval: Duration::from_secs(10),
             max_closing_sockets: None,
             hold_closing_sockets: false,
@@ -233,6 +236,29 @@ impl Config {
         self
     }
 
+    /// How long a dial from a listening port to a non-loopback address that is dropped before
+    /// it connected (a swarm drops its other dials to a peer once one connects) keeps its
+    /// socket half-open, for the next dial to the same remote from the same address to take
+    /// over. Default: 10 s. `Duration::ZERO` closes the socket at once.
+    ///
+    /// A dial whose SYN the remote's firewall drops leaves an entry for its pair in our own
+    /// firewall's connection tracking, which outlives its socket (Linux keeps it 2 minutes). If
+    /// a hole punch on that pair follows and the remote's SYN arrives before ours, the entry
+    /// lets it in, our listener answers from a new socket whose sequence number is not the one
+    /// the entry recorded, and the firewall drops every answer as invalid: the punch fails, and
+    /// so does each of DCUtR's attempts while the half-open connection holds the pair. Kept
+    /// open, the dropped dial's socket answers the remote's SYN itself (a simultaneous open,
+    /// with the sequence number the firewall expects), and the punch's own dial on the pair
+    /// returns that connection. `docs/nat-zoo.md` ("IPv6 as deployed") has the measurements.
+    ///
+    /// Meanwhile the kernel sends the dropped dial's SYN again (after 1, 3 and 7 s) and the
+    /// pair stays held; a connection it makes that no dial takes over is closed when the
+    /// window ends. At most 64 dropped dials are kept at once; past that they close at once.
+    pub fn given_up_dial_window(mut self, value: Duration) -> Self {
+        self.given_up_dial_window = value;
+        self
+    }
+
     /// With the `metrics` feature on Linux: the shortest time between two samples of the
     /// connections' TCP_INFO (round-trip time, segments, retransmissions, bytes; see
     /// [`Transport::register_metrics`](crate::Transport#method.register_metrics)). A sample is
@@ -273,6 +299,7 @@ mod tests {
         assert!(config.port_reuse);
         assert!(!config.foreign_port_sharing);
         assert_eq!(config.rst_retry_window, Duration::from_millis(500));
+        assert_eq!(config.given_up_dial_window, Duration::from_secs(10));
         assert_eq!(config.tcp_info_interval, Duration::from_secs(10));
         assert_eq!(config.max_closing_sockets, None);
         assert!(!config.hold_closing_sockets);
@@ -289,7 +316,8 @@ mod tests {
             .listen_backlog(5)
             .port_reuse(false)
             .max_closing_sockets(3)
-            .hold_closing_sockets(true);
+            .hold_closing_sockets(true)
+            .given_up_dial_window(Duration::ZERO);
         assert!(!config.nodelay);
         assert_eq!(config.ttl, Some(7));
         assert_eq!(config.linger, Some(Duration::ZERO));
@@ -300,6 +328,7 @@ mod tests {
         assert!(!config.port_reuse);
         assert_eq!(config.max_closing_sockets, Some(3));
         assert!(config.hold_closing_sockets);
+        assert_eq!(config.given_up_dial_window, Duration::ZERO);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use std::{
     collections::hash_map::RandomState,
+    future::Future,
     hash::{BuildHasher, Hasher},
     io,
     net::SocketAddr,
-    pin::pin,
+    pin::{Pin, pin},
     sync::Arc,
+    task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
@@ -19,7 +21,7 @@ use crate::{
     error,
     metrics::Metrics,
     origin::{Fallback, PortOrigin},
-    port_reuse::{Claim, Lease, ReuseTable},
+    port_reuse::{Claim, Connecting, Lease, Parked, ReuseTable},
     route, socket,
     stream::OnDrop,
     sys::{PLATFORM, Role, Step},
@@ -36,8 +38,10 @@ pub(crate) struct Reuse {
 /// table when one is free, else from an ephemeral port. Counts the connection in `metrics` by
 /// where its port came from.
 ///
-/// Nothing happens before the first poll. Dropping the future at any point closes the socket and
-/// releases the reserved pair.
+/// Nothing happens before the first poll. Dropping the future closes the socket and releases
+/// the reserved pair, with one exception: a dial from a listening port to a non-loopback
+/// address dropped while it connects is kept half-open for [`Config::given_up_dial_window`],
+/// and the next dial to that remote from the same address takes it over.
 pub(crate) async fn dial(
     config: Config,
     remote: SocketAddr,
@@ -58,6 +62,18 @@ pub(crate) async fn dial(
                 Ok(source) => source,
                 Err(fallback) => break 'reuse fallback,
             };
+            if let Some(handed) = table.unpark(source, remote)
+                && let Ok(Parked { connecting, lease }) = handed.await
+            {
+                let local = lease.local();
+                tracing::debug!(%local, %remote, "taking over the dial on this pair given up before it connected");
+                let window = keep_window(&config, remote).unwrap_or_default();
+                let kept = Keepable::new(connecting, &lease, remote, window);
+                // Failed: the lease goes, the pair is free for a new choice below.
+                if let Ok(io) = kept.await {
+                    return Ok(reused(io, lease, reaper, on_drop, &metrics, remote));
+                }
+            }
             // Each pass that finds the pair taken by a waiting connection leaves that pair in
             // the table as accepted, so the next choice passes over it: the loop ends.
             let mut refused = None;
@@ -72,17 +88,7 @@ pub(crate) async fn dial(
                 let local = lease.local();
                 let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
                 match connect_from_listening_port(&config, remote, &lease, bind, &metrics).await {
-                    Ok(io) => {
-                        metrics.dialed(PortOrigin::Reused);
-                        let tracked = metrics.track(PortOrigin::Reused, || Some(local), remote);
-                        return Ok(TcpStream::dialed(
-                            io,
-                            PortOrigin::Reused,
-                            Some((lease, reaper)),
-                            on_drop,
-                            tracked,
-                        ));
-                    }
+                    Ok(io) => return Ok(reused(io, lease, reaper, on_drop, &metrics, remote)),
                     Err(NotConnected::Waiting) => {}
                     Err(NotConnected::Failed(step, e)) if PLATFORM.is_taken(step, &e) => {
                         if lease.taken_after_refusal() {
@@ -113,6 +119,75 @@ pub(crate) async fn dial(
     metrics.dialed(origin);
     let tracked = metrics.track(origin, || io.local_addr().ok(), remote);
     Ok(TcpStream::dialed(io, origin, None, OnDrop::Close, tracked))
+}
+
+/// The stream of a connection that left from the listening address of `lease`.
+fn reused(
+    io: tokio::net::TcpStream,
+    lease: Lease,
+    reaper: Arc<Reaper>,
+    on_drop: OnDrop,
+    metrics: &Metrics,
+    remote: SocketAddr,
+) -> TcpStream {
+    let local = lease.local();
+    metrics.dialed(PortOrigin::Reused);
+    let tracked = metrics.track(PortOrigin::Reused, || Some(local), remote);
+    TcpStream::dialed(
+        io,
+        PortOrigin::Reused,
+        Some((lease, reaper)),
+        on_drop,
+        tracked,
+    )
+}
+
+/// A `connect` from the listening address of `lease` that, dropped before it is done, is kept
+/// half-open for the next dial on its pair ([`ReuseTable::park`]) for `window`.
+struct Keepable<'a> {
+    connecting: Option<Connecting>,
+    lease: &'a Lease,
+    remote: SocketAddr,
+    window: Duration,
+}
+
+impl<'a> Keepable<'a> {
+    fn new(connecting: Connecting, lease: &'a Lease, remote: SocketAddr, window: Duration) -> Self {
+        Self {
+            connecting: Some(connecting),
+            lease,
+            remote,
+            window,
+        }
+    }
+}
+
+/// How long a dial to `remote` given up before it connected is kept ([`Keepable`]): `None`
+/// for a loopback remote or a zero window, whose `connect` need not be boxed.
+fn keep_window(config: &Config, remote: SocketAddr) -> Option<Duration> {
+    let window = config.given_up_dial_window;
+    (!remote.ip().is_loopback() && !window.is_zero()).then_some(window)
+}
+
+impl Future for Keepable<'_> {
+    type Output = Result<tokio::net::TcpStream, (Step, io::Error)>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(connecting) = self.connecting.as_mut() else {
+            return Poll::Pending;
+        };
+        let result = ready!(connecting.as_mut().poll(cx));
+        self.connecting = None;
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for Keepable<'_> {
+    fn drop(&mut self) {
+        if let Some(connecting) = self.connecting.take() {
+            self.lease.park(connecting, self.remote, self.window);
+        }
+    }
 }
 
 /// The most SYNs a refused dial from a listening port sends, the first included.
@@ -164,7 +239,11 @@ async fn connect_from_listening_port(
     if lease.taken_in_backlog() {
         return Err(NotConnected::Waiting);
     }
-    let mut result = start(socket, remote).await;
+    let connecting = start(socket, remote);
+    let mut result = match keep_window(config, remote) {
+        Some(window) => Keepable::new(Box::pin(connecting), lease, remote, window).await,
+        None => connecting.await,
+    };
     let mut attempts = 1;
     let mut claim: Option<Claim> = None;
     loop {

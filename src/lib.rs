@@ -71,6 +71,11 @@
 //!   SYN of the hole punch, which an ICMP rejection, unlike a RST, lets through) is returned as
 //!   the dial's connection rather than reported by the listener, so that each side runs the
 //!   role its dial asked for.
+//! - A dial from a listening port to a non-loopback address that is dropped before it
+//!   connected stays half-open for [`Config::given_up_dial_window`] (10 s), and the next dial
+//!   to the same remote from the same address takes it over: closed, it would leave its
+//!   firewall's entry for the pair behind, and a hole punch on that pair would fail whenever
+//!   the other side's SYN came first.
 //! - `PortUse::New`: an ephemeral port, no `SO_REUSEPORT`.
 //!
 //! Every fallback is logged at `debug` with its reason, and every connection says what happened:

@@ -9,13 +9,13 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures::channel::oneshot;
 
 use super::{
-    Backlog, ReuseTable,
+    Backlog, Connecting, ReuseTable,
     table::{Endpoint, Pair, PairKey, RemoteClosed},
 };
 
@@ -124,6 +124,14 @@ impl Lease {
             tracing::debug!(local = %self.local(), remote = %SocketAddr::from(self.remote), "a connection from the remote holds the pair, passing over it");
         }
         taken
+    }
+
+    /// Keeps `connecting`, this lease's dial given up before it connected, half-open for
+    /// `window` ([`ReuseTable::park`]): the pair stays held under a new lease, which the next
+    /// dial on it takes over.
+    pub(crate) fn park(&self, connecting: Connecting, remote: SocketAddr, window: Duration) {
+        self.table
+            .park(self.id, self.local(), remote, connecting, window);
     }
 
     /// The listening address the connection leaves from.

@@ -14,19 +14,25 @@
 //!   [`Claim`] on a connection its listener accepts, released on drop;
 //! - `backlog`: a listener's [`Backlog`], the connections waiting on its socket, which a dial
 //!   takes in before it connects (or once the kernel refused its pair);
+//! - `parked`: dials from a listening port given up before they connected, kept half-open
+//!   for the next dial on their pair;
 //! - `sources`: the remote addresses the listeners accepted connections from, which decide
 //!   whether a dial looks at that backlog before it connects;
-//! - `tests`, `tests_accepted`, `tests_finishing`: unit tests, the second for the pairs of
-//!   accepted connections, the third for the pairs left to the kernel and their prune (Linux).
+//! - `tests`, `tests_accepted`, `tests_finishing`, `tests_parked`: unit tests, the second for
+//!   the pairs of accepted connections, the third for the pairs left to the kernel and their
+//!   prune (Linux), the fourth for dials given up before they connected.
 
 mod backlog;
 mod guards;
+mod parked;
 mod sources;
 mod table;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_accepted;
+#[cfg(test)]
+mod tests_parked;
 // The kernel is asked about pairs through sock_diag.
 #[cfg(all(test, sock_diag))]
 mod tests_finishing;
@@ -45,6 +51,7 @@ use self::table::{Endpoint, Finishing, Pair, PairKey, Table};
 pub(crate) use self::{
     backlog::{Accepted, Backlog},
     guards::{Claim, Lease, Registration},
+    parked::{Connecting, Parked},
 };
 
 /// What becomes of an accepted connection ([`ReuseTable::admit`]).

@@ -87,6 +87,10 @@ pub(super) struct Table {
     /// that remote accepted on their own pair (see [`ReuseTable::claim`](super::ReuseTable)):
     /// the listener hands it over through the sender instead of reporting it.
     pub(super) claims: HashMap<PairKey, oneshot::Sender<tokio::net::TcpStream>>,
+    /// Dials from a listening port given up before they connected, kept half-open until a new
+    /// dial on their pair asks for them (see [`ReuseTable::park`](super::ReuseTable::park)):
+    /// the sender takes the asking dial's reply channel.
+    pub(super) parked: HashMap<PairKey, oneshot::Sender<oneshot::Sender<super::Parked>>>,
     /// The remote addresses our listeners accepted connections from, remembered so that a dial
     /// to one of them looks at its listener's accept queue first (see [`Sources`]).
     pub(super) sources: Sources,
@@ -126,6 +130,7 @@ impl Default for Table {
             per_family: [0; 2],
             pairs: HashMap::new(),
             claims: HashMap::new(),
+            parked: HashMap::new(),
             sources: Sources::default(),
             orphans: VecDeque::new(),
             held: 0,

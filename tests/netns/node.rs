@@ -8,8 +8,9 @@
 //! no longer needs.
 //! Reports: `LISTEN`, `NEWADDR`, `EXPIRED`, `INCOMING`, `DIALED`, `DIALFAIL`, `SOURCE`, `CYCLES`,
 //! `ERROR`. Accepted connections echo what they read and close at end of stream.
-//! `NODE_REFUSED_RETRY_MS` sets [`Config::rst_retry_window`]; `NODE_LOG` (a tracing filter)
-//! writes the crate's log to standard error.
+//! `NODE_REFUSED_RETRY_MS` sets [`Config::rst_retry_window`], `NODE_GIVEN_UP_MS`
+//! [`Config::given_up_dial_window`]; `NODE_LOG` (a tracing filter) writes the crate's log to
+//! standard error.
 
 use std::{
     future::poll_fn,
@@ -129,6 +130,13 @@ async fn run() {
         .and_then(|ms| ms.parse().ok())
     {
         config = config.rst_retry_window(Duration::from_millis(ms));
+    }
+    // How long a dial given up before it connected stays half-open (the default otherwise).
+    if let Some(ms) = std::env::var("NODE_GIVEN_UP_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        config = config.given_up_dial_window(Duration::from_millis(ms));
     }
     let mut transport = Transport::new(config);
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
