@@ -252,8 +252,9 @@ impl Config {
     /// returns that connection. `docs/nat-zoo.md` ("IPv6 as deployed") has the measurements.
     ///
     /// Meanwhile the kernel sends the dropped dial's SYN again (after 1, 3 and 7 s) and the
-    /// pair stays held; a connection it makes that no dial takes over is closed when the
-    /// window ends. At most 64 dropped dials are kept at once; past that they close at once.
+    /// pair stays held; a connection it makes that no dial takes over within 2 s is closed
+    /// (also when the window ends first). At most 64 dropped dials are kept at once; past that
+    /// they close at once.
     pub fn given_up_dial_window(mut self, value: Duration) -> Self {
         self.given_up_dial_window = value;
         self

@@ -45,6 +45,11 @@ pub(crate) struct Parked {
 /// At most this many given-up dials are kept at once; past it a given-up dial is closed.
 const MAX_PARKED: usize = 64;
 
+/// How long a kept dial that has connected waits for the dial that takes it over (within its
+/// window). In a hole punch that dial follows the remote's SYN within the skew between the two
+/// sides' dials, a fraction of the relayed round trip.
+pub(super) const CONNECTED_GRACE: Duration = Duration::from_secs(2);
+
 /// How many given-up dials are kept now, in every table of the process: a dial looks for one
 /// ([`ReuseTable::unpark`]) only if there is any, without taking its table's lock otherwise.
 static KEPT: AtomicUsize = AtomicUsize::new(0);
@@ -53,8 +58,9 @@ impl ReuseTable {
     /// Keeps `connecting`, the `connect` of a dial from `local` to `remote` that was given up
     /// (its future dropped) before it connected, for `window` on a task of the current tokio
     /// runtime, with the pair held, until a dial to `remote` from the same IP asks for it
-    /// ([`Self::unpark`]). A connection it makes meanwhile waits for that dial until the window
-    /// ends; then, or if it fails, the socket is closed and the pair released. `lease` is the
+    /// ([`Self::unpark`]). A connection it makes meanwhile waits for that dial for
+    /// [`CONNECTED_GRACE`] at most, within the window; then, or if it fails, the socket is
+    /// closed and the pair released. `lease` is the
     /// number of the given-up dial's lease: its pair is taken over only while that lease (or
     /// nothing) holds it. Does nothing (the socket closes) without a runtime, with a zero
     /// window, or when [`MAX_PARKED`] dials are kept already.
@@ -166,8 +172,10 @@ async fn keep(
         Either::Left(Err(oneshot::Canceled)) | Either::Right(_) => return false,
     };
     tracing::debug!(local = %lease.local(), "a given-up dial connected: waiting for the next dial on its pair");
-    // Connected: wait for the dial that takes it, until the window ends.
-    match future::select(&mut asked, deadline).await {
+    // Connected: wait for the dial that takes it, for a moment at most (the remote's listener
+    // may have accepted it, and would otherwise wait on it for the rest of the window).
+    let grace = Box::pin(tokio::time::sleep(CONNECTED_GRACE));
+    match future::select(&mut asked, future::select(deadline, grace)).await {
         Either::Left((Ok(reply), _)) => reply
             .send(Parked {
                 connecting: Box::pin(future::ready(Ok(connected))),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future;
 
-use super::*;
+use super::{parked::CONNECTED_GRACE, *};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -149,4 +149,31 @@ async fn a_given_up_dial_that_connects_meanwhile_is_handed_over_connected() {
         .expect("handed over");
     let io = parked.connecting.await.expect("connected");
     assert_eq!(io.peer_addr().unwrap(), listener.local_addr().unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_given_up_dial_that_connected_waits_a_moment_for_the_next_dial_not_its_whole_window() {
+    let (table, _listener) = one_listener();
+    let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let io = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let lease = table.reserve(remote, source).expect("free");
+    lease.park(
+        Box::pin(future::ready(Ok(io))),
+        remote,
+        Duration::from_secs(10),
+    );
+    drop(lease);
+    tokio::time::sleep(CONNECTED_GRACE - Duration::from_millis(100)).await;
+    assert!(
+        table.reserve(remote, source).is_err(),
+        "kept within the grace"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(table.unpark(source, remote).is_none());
+    table
+        .reserve(remote, source)
+        .expect("closed after the grace, well within the window");
 }
