@@ -125,21 +125,25 @@ async fn at_most_64_given_up_dials_are_kept() {
     assert!(table.unpark(source, remote(63)).is_some());
 }
 
-#[tokio::test]
-async fn a_given_up_dial_that_connects_meanwhile_is_handed_over_connected() {
-    let (table, _listener) = one_listener();
-    let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
+/// Reserves the pair (10.0.0.5:4001, 198.51.100.7:4001) in `table` and gives up its dial, kept
+/// for `window`, after it connected: to a loopback listener, which is returned (the connection
+/// stays open while it lives).
+async fn give_up_connected(table: &ReuseTable, window: Duration) -> tokio::net::TcpListener {
+    let remote = sa("198.51.100.7:4001");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let io = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
-    let lease = table.reserve(remote, source).expect("free");
-    lease.park(
-        Box::pin(future::ready(Ok(io))),
-        remote,
-        Duration::from_secs(5),
-    );
-    drop(lease);
+    let lease = table.reserve(remote, ip("10.0.0.5")).expect("free");
+    lease.park(Box::pin(future::ready(Ok(io))), remote, window);
+    listener
+}
+
+#[tokio::test]
+async fn a_given_up_dial_that_connects_meanwhile_is_handed_over_connected() {
+    let (table, _listener) = one_listener();
+    let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
+    let listener = give_up_connected(&table, Duration::from_secs(5)).await;
     // Let the keeping task see the connection before the next dial asks.
     tokio::task::yield_now().await;
     let parked = table
@@ -155,17 +159,7 @@ async fn a_given_up_dial_that_connects_meanwhile_is_handed_over_connected() {
 async fn a_given_up_dial_that_connected_waits_a_moment_for_the_next_dial_not_its_whole_window() {
     let (table, _listener) = one_listener();
     let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let io = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let lease = table.reserve(remote, source).expect("free");
-    lease.park(
-        Box::pin(future::ready(Ok(io))),
-        remote,
-        Duration::from_secs(10),
-    );
-    drop(lease);
+    let _listener = give_up_connected(&table, Duration::from_secs(10)).await;
     tokio::time::sleep(CONNECTED_GRACE - Duration::from_millis(100)).await;
     assert!(
         table.reserve(remote, source).is_err(),
