@@ -21,7 +21,9 @@
 //! 30 s), `--transport libp2p-tcp` runs the same node on rust-libp2p's own TCP transport
 //! (`SwarmBuilder::with_tcp`, which reuses ports as it does by default) for comparison,
 //! `--rst-retry-ms MS` sets this crate's `Config::rst_retry_window` (0: a refused dial is not
-//! retried). The relay takes `--listen` more than once (IPv4 and IPv6, say), and
+//! retried), `--also-dial MULTIADDR` (`dial` only) dials that address of the peer together with
+//! the circuit, as a swarm that knows a direct address of the peer does: the first connection
+//! wins and the swarm drops the other dial. The relay takes `--listen` more than once (IPv4 and IPv6, say), and
 //! `--max-reservations N` and `--max-circuits N` raise its limits (libp2p-relay's defaults, 128
 //! reservations and 16 circuits at a time, are a small relay's; a public relay serves more).
 
@@ -36,7 +38,9 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _,
     core::{multiaddr::Protocol, upgrade::Version},
     dcutr, identify, identity, noise, ping, relay,
-    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
+    swarm::{
+        ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts,
+    },
     yamux,
 };
 use libp2p_reuseport::{Config, Identify, Transport};
@@ -73,6 +77,8 @@ struct Args {
     rst_retry: Option<Duration>,
     timeout: Duration,
     transport: Tcp,
+    /// A direct address of the peer `dial` dials together with the circuit.
+    also_dial: Option<Multiaddr>,
     /// The relay's limits: reservations and circuits at a time; libp2p-relay's when `None`.
     max_reservations: Option<usize>,
     max_circuits: Option<usize>,
@@ -89,7 +95,7 @@ enum Tcp {
 
 const USAGE: &str = "usage: holepunch relay --listen <multiaddr> [--seed N]
        holepunch listen --relay <relay multiaddr/p2p/id> [--listen <multiaddr>] [options]
-       holepunch dial --relay <relay multiaddr/p2p/id> --peer <peer id> [--listen <multiaddr>] [options]
+       holepunch dial --relay <relay multiaddr/p2p/id> --peer <peer id> [--listen <multiaddr>] [--also-dial <multiaddr>] [options]
 options: --seed N, --no-reuse, --timeout SECONDS, --transport reuseport|libp2p-tcp, --rst-retry-ms MS
 relay options: --listen more than once, --max-reservations N, --max-circuits N";
 
@@ -112,6 +118,7 @@ fn args() -> Result<Args, String> {
         rst_retry: None,
         timeout: Duration::from_secs(30),
         transport: Tcp::Reuseport,
+        also_dial: None,
         max_reservations: None,
         max_circuits: None,
     };
@@ -133,6 +140,7 @@ fn args() -> Result<Args, String> {
             "--max-circuits" => args.max_circuits = Some(value.parse().map_err(|e| bad(&e))?),
             "--relay" => args.relay = Some(value.parse().map_err(|e| bad(&e))?),
             "--peer" => args.peer = Some(value.parse().map_err(|e| bad(&e))?),
+            "--also-dial" => args.also_dial = Some(value.parse().map_err(|e| bad(&e))?),
             "--seed" => args.seed = Some(value.parse().map_err(|e| bad(&e))?),
             "--timeout" => {
                 args.timeout = Duration::from_secs(value.parse().map_err(|e| bad(&e))?);
@@ -171,6 +179,9 @@ fn args() -> Result<Args, String> {
     }
     if args.rst_retry.is_some() && args.transport == Tcp::Libp2pTcp {
         return Err("--rst-retry-ms: libp2p-tcp does not retry refused dials".into());
+    }
+    if mode != Mode::Dial && args.also_dial.is_some() {
+        return Err(format!("--also-dial: only dial\n{USAGE}"));
     }
     if mode == Mode::Dial && args.peer.is_none() {
         return Err(format!("--peer is required\n{USAGE}"));
@@ -333,8 +344,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 .clone()
                 .with(Protocol::P2pCircuit)
                 .with(Protocol::P2p(peer));
-            say(format!("dialing {peer} through the relay"));
-            swarm.dial(circuit)?;
+            let mut addresses = vec![circuit];
+            if let Some(direct) = &args.also_dial {
+                say(format!("dialing {peer} through the relay and at {direct}"));
+                addresses.push(direct.clone());
+            } else {
+                say(format!("dialing {peer} through the relay"));
+            }
+            swarm.dial(DialOpts::peer_id(peer).addresses(addresses).build())?;
             Some(peer)
         }
         _ => None,
