@@ -23,9 +23,10 @@
 //! `--rst-retry-ms MS` sets this crate's `Config::rst_retry_window` (0: a refused dial is not
 //! retried), `--also-dial MULTIADDR` (`dial` only) dials that address of the peer together with
 //! the circuit, as a swarm that knows a direct address of the peer does: the first connection
-//! wins and the swarm drops the other dial. The relay takes `--listen` more than once (IPv4 and IPv6, say), and
-//! `--max-reservations N` and `--max-circuits N` raise its limits (libp2p-relay's defaults, 128
-//! reservations and 16 circuits at a time, are a small relay's; a public relay serves more).
+//! wins and the swarm drops the other dial. The relay takes `--listen` more than once (IPv4 and
+//! IPv6, say), and `--max-reservations N` and `--max-circuits N` raise its limits
+//! (libp2p-relay's defaults, 128 reservations and 16 circuits at a time, are a small relay's; a
+//! public relay serves more).
 
 use std::{
     collections::HashSet,
