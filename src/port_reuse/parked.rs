@@ -24,6 +24,7 @@ use futures::{
     channel::oneshot,
     future::{self, Either},
 };
+use tokio::time::Instant;
 
 use super::{
     Lease, ReuseTable,
@@ -174,8 +175,11 @@ async fn keep(
     tracing::debug!(local = %lease.local(), "a given-up dial connected: waiting for the next dial on its pair");
     // Connected: wait for the dial that takes it, for a moment at most (the remote's listener
     // may have accepted it, and would otherwise wait on it for the rest of the window).
-    let grace = Box::pin(tokio::time::sleep(CONNECTED_GRACE));
-    match future::select(&mut asked, future::select(deadline, grace)).await {
+    let grace = Instant::now() + CONNECTED_GRACE;
+    if grace < deadline.deadline() {
+        deadline.as_mut().reset(grace);
+    }
+    match future::select(&mut asked, deadline).await {
         Either::Left((Ok(reply), _)) => reply
             .send(Parked {
                 connecting: Box::pin(future::ready(Ok(connected))),

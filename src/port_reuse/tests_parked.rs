@@ -159,7 +159,7 @@ async fn a_given_up_dial_that_connects_meanwhile_is_handed_over_connected() {
 async fn a_given_up_dial_that_connected_waits_a_moment_for_the_next_dial_not_its_whole_window() {
     let (table, _listener) = one_listener();
     let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
-    let _listener = give_up_connected(&table, Duration::from_secs(10)).await;
+    let _remote = give_up_connected(&table, Duration::from_secs(10)).await;
     tokio::time::sleep(CONNECTED_GRACE - Duration::from_millis(100)).await;
     assert!(
         table.reserve(remote, source).is_err(),
@@ -170,4 +170,22 @@ async fn a_given_up_dial_that_connected_waits_a_moment_for_the_next_dial_not_its
     table
         .reserve(remote, source)
         .expect("closed after the grace, well within the window");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_given_up_dial_that_connected_near_the_end_of_its_window_closes_with_the_window() {
+    let (table, _listener) = one_listener();
+    let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
+    let window = CONNECTED_GRACE / 4;
+    let _remote = give_up_connected(&table, window).await;
+    tokio::time::sleep(window - Duration::from_millis(100)).await;
+    assert!(
+        table.reserve(remote, source).is_err(),
+        "kept within the window"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(table.unpark(source, remote).is_none());
+    table
+        .reserve(remote, source)
+        .expect("closed when the window ended, before the grace");
 }
