@@ -872,7 +872,8 @@ fn claimed_crossing() -> Vec<String> {
 /// - the negative control, the given-up dial closed at once (a zero window), y first: x's
 ///   router drops its listener's answers as invalid, x holds the pair in SYN-RECV, and neither
 ///   dial connects;
-/// - after x's dial given up, x first: both connect;
+/// - after x's dial given up and kept, x first: x's dial finds the kept one still unanswered
+///   (SYN_SENT), closes it and sends a SYN of its own, which y's SYN meets; both connect;
 /// - y first without the earlier dial: x's router drops y's SYN (nothing to match) and both
 ///   dials connect (a simultaneous open).
 fn stale_entry() -> Vec<String> {
@@ -937,7 +938,15 @@ fn stale_entry() -> Vec<String> {
                 format!("{y_public}:{port}"),
             );
             let window = if kept { "10000" } else { "0" };
-            let mut x = node_with(&net.a, "x", &[("NODE_GIVEN_UP_MS", window)]);
+            // x's log says what its second dial did with the kept one.
+            let mut x = node_with(
+                &net.a,
+                "x",
+                &[
+                    ("NODE_GIVEN_UP_MS", window),
+                    ("NODE_LOG", "libp2p_reuseport=debug"),
+                ],
+            );
             let mut y = node(&net.b, "y");
             ask(&mut x, &format!("listen {wildcard}/tcp/{port}"), "LISTEN");
             ask(&mut y, &format!("listen {wildcard}/tcp/{port}"), "LISTEN");
@@ -962,6 +971,12 @@ fn stale_entry() -> Vec<String> {
                 (x_pair, x.expect("DIAL", T), from_y)
             };
             let invalid = counted(&net.ra, "fw", "ct state invalid") - invalid_before;
+            x.drain();
+            let logged = |what: &str| x.log.iter().any(|line| line.contains(what));
+            let (took_over, afresh) = (
+                logged("taking over the dial on this pair"),
+                logged("still unanswered: dialing afresh"),
+            );
             let logs = format!("x: {}\ny: {}", x.log.join("\n"), y.log.join("\n"));
             let case = match (stale, kept, y_first) {
                 (true, true, true) => "after a dial given up and kept half-open, y's SYN first",
@@ -987,12 +1002,26 @@ fn stale_entry() -> Vec<String> {
                     // x's dial takes that connection over: it leaves from x's listening
                     // port, which the table holds for it (below).
                     assert_eq!(x_pair, ["ESTAB"], "{logs}");
+                    assert!(took_over && !afresh, "x took the kept dial over\n{logs}");
+                } else if stale {
+                    // x's second dial came while the kept one was still unanswered: it closed
+                    // that one and sent a SYN of its own, which y's SYN then met.
+                    assert!(afresh && !took_over, "x dialed afresh\n{logs}");
+                } else {
+                    assert!(!afresh && !took_over, "nothing was kept\n{logs}");
                 }
                 assert_eq!(invalid, 0, "{logs}");
                 assert!(from_x.starts_with("DIALED"), "{from_x}\n{logs}");
                 assert_eq!(field(&from_x, "local"), x_local, "{logs}");
                 assert!(from_y.starts_with("DIALED"), "{from_y}\n{logs}");
-                report.push(format!("{family}, {case}: x: {from_x}; y: {from_y}"));
+                let kept_dial = match (took_over, afresh) {
+                    (true, _) => "x took its kept dial over",
+                    (_, true) => "x closed its kept dial and dialed afresh",
+                    _ => "no kept dial",
+                };
+                report.push(format!(
+                    "{family}, {case}: {kept_dial}; x: {from_x}; y: {from_y}"
+                ));
             }
         }
     }
