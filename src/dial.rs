@@ -24,7 +24,7 @@ use crate::{
     port_reuse::{Claim, Connecting, Lease, Parked, ReuseTable},
     route, socket,
     stream::OnDrop,
-    sys::{self, PLATFORM, Role, Step},
+    sys::{PLATFORM, Role, Step},
 };
 
 /// What a dial with `PortUse::Reuse` needs: the table to choose its source from, and the task
@@ -41,8 +41,7 @@ pub(crate) struct Reuse {
 /// Nothing happens before the first poll. Dropping the future closes the socket and releases
 /// the reserved pair, with one exception: a dial from a listening port to a non-loopback
 /// address dropped while it connects is kept half-open for [`Config::given_up_dial_window`],
-/// and the next dial to that remote from the same address takes it over once the remote has
-/// answered it (else, where the kernel says so, closes it and dials afresh).
+/// and the next dial to that remote from the same address takes it over.
 pub(crate) async fn dial(
     config: Config,
     remote: SocketAddr,
@@ -67,22 +66,12 @@ pub(crate) async fn dial(
                 && let Ok(Parked { connecting, lease }) = handed.await
             {
                 let local = lease.local();
-                if sys::dial_unanswered(local, remote) {
-                    // Nothing came back: a SYN of our own now crosses the remote's (the kept
-                    // dial sends its next one up to seconds later) and restarts our firewall's
-                    // entry for the pair. Closing a socket in SYN_SENT sends nothing; the
-                    // choice below takes the same pair.
-                    tracing::debug!(%local, %remote, "the dial on this pair given up before it connected is still unanswered: dialing afresh");
-                    drop(connecting);
-                    drop(lease);
-                } else {
-                    tracing::debug!(%local, %remote, "taking over the dial on this pair given up before it connected");
-                    let window = keep_window(&config, remote).unwrap_or_default();
-                    let kept = Keepable::new(connecting, &lease, remote, window);
-                    // Failed: the lease goes, the pair is free for a new choice below.
-                    if let Ok(io) = kept.await {
-                        return Ok(reused(io, lease, reaper, on_drop, &metrics, remote));
-                    }
+                tracing::debug!(%local, %remote, "taking over the dial on this pair given up before it connected");
+                let window = keep_window(&config, remote).unwrap_or_default();
+                let kept = Keepable::new(connecting, &lease, remote, window);
+                // Failed: the lease goes, the pair is free for a new choice below.
+                if let Ok(io) = kept.await {
+                    return Ok(reused(io, lease, reaper, on_drop, &metrics, remote));
                 }
             }
             // Each pass that finds the pair taken by a waiting connection leaves that pair in

@@ -13,9 +13,8 @@
 //! - `tcp_info.rs`, with the `metrics` feature: the TCP_INFO figures the metrics sample and
 //!   where they come from; `sock_diag/info.rs` reads them on Linux.
 //! - `sock_diag.rs`, Linux: the kernel's state for one (local, remote) pair and the pairs of the
-//!   connections it is finishing, for connections closed at once ([`watches_closing`]), and
-//!   whether a kept dial is still unanswered ([`dial_unanswered`]); `no_sock_diag.rs`
-//!   elsewhere, with the same functions.
+//!   connections it is finishing, for connections closed at once ([`watches_closing`]);
+//!   `no_sock_diag.rs` elsewhere, with the same functions.
 //! - `temporary.rs`, Linux: the stable address a dial from a listening port uses in place of an
 //!   IPv6 temporary address ([`dial_source`]).
 //!
@@ -49,16 +48,12 @@ pub(crate) mod tcp_info;
 #[cfg(sock_diag)]
 pub(crate) mod sock_diag;
 #[cfg(sock_diag)]
-pub(crate) use self::sock_diag::{
-    dial_unanswered, finishing_pairs, pair_finished, watches_closing,
-};
-// Elsewhere the same four functions say that the kernel cannot be asked.
+pub(crate) use self::sock_diag::{finishing_pairs, pair_finished, watches_closing};
+// Elsewhere the same three functions say that the kernel cannot be asked.
 #[cfg(not(sock_diag))]
 mod no_sock_diag;
 #[cfg(not(sock_diag))]
-pub(crate) use self::no_sock_diag::{
-    dial_unanswered, finishing_pairs, pair_finished, watches_closing,
-};
+pub(crate) use self::no_sock_diag::{finishing_pairs, pair_finished, watches_closing};
 // IPv6 temporary addresses, read from /proc (see `dial_source`).
 #[cfg(target_os = "linux")]
 mod temporary;

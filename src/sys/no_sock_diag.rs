@@ -1,8 +1,7 @@
 //! Where the kernel cannot be asked about a connection's pair (every kernel but Linux; Android
 //! denies apps sock_diag): the functions of `sock_diag.rs`, answering so. A connection dropped
 //! before its remote closed is then held open until the remote's FIN (`closing.rs`), and no
-//! pair is left to the kernel, so `pair_finished` and `finishing_pairs` are never asked; a
-//! kept dial is taken over whatever its state (`dial_unanswered`).
+//! pair is left to the kernel, so the last two are never asked.
 
 use std::{collections::HashSet, io, net::SocketAddr};
 
@@ -13,11 +12,6 @@ pub(crate) fn watches_closing() -> bool {
 
 /// Whether the kernel is done with the connection of a pair we closed: not known here.
 pub(crate) fn pair_finished(_local: SocketAddr, _remote: SocketAddr) -> bool {
-    false
-}
-
-/// Whether the connection we dialed on a pair is still in SYN_SENT: not known here.
-pub(crate) fn dial_unanswered(_local: SocketAddr, _remote: SocketAddr) -> bool {
     false
 }
 

@@ -8,9 +8,7 @@
 //!   4-tuple. A connection dropped before its remote closed is closed at once on Linux, and a
 //!   dial that meets its pair asks the kernel whether the connection is still finishing
 //!   (`closing.rs`, [`pair_finished`]); [`finishing_pairs`] lists the pairs of all such
-//!   connections at once. A dial that takes over a kept dial on its pair asks whether that
-//!   one is still unanswered ([`dial_unanswered`]). `no_sock_diag.rs` has the same functions
-//!   for the other platforms.
+//!   connections at once. `no_sock_diag.rs` has the same functions for the other platforms.
 //! - `info.rs`, with the `metrics` feature: TCP_INFO of every open connection in one dump.
 //!
 //! Linux only: Android denies apps `NETLINK_SOCK_DIAG` sockets (Android 10 and later), and other
@@ -56,7 +54,6 @@ const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u8 = 6;
 
 // linux/tcp_states.h
-const TCP_SYN_SENT: u8 = 2;
 const TCP_TIME_WAIT: u8 = 6;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
@@ -178,23 +175,14 @@ pub(crate) fn watches_closing() -> bool {
 /// `false` if the lookup fails, and for an IPv6 link-local pair, which the kernel matches by
 /// its interface as well (the table does not keep it): such a pair waits for the orphan hold.
 pub(crate) fn pair_finished(local: SocketAddr, remote: SocketAddr) -> bool {
-    !link_local(local, remote) && pair_state(local, remote).is_ok_and(is_free)
-}
-
-/// Whether the connection we dialed on the pair (`local`, `remote`) is still in SYN_SENT:
-/// nothing has come back from the remote yet. `false` if the lookup fails, and for an IPv6
-/// link-local pair (as in [`pair_finished`]).
-pub(crate) fn dial_unanswered(local: SocketAddr, remote: SocketAddr) -> bool {
-    !link_local(local, remote) && pair_state(local, remote).is_ok_and(|s| s == Some(TCP_SYN_SENT))
-}
-
-/// Whether either end of a pair is an IPv6 link-local address, which the kernel matches by its
-/// interface as well: such a pair is not looked up.
-fn link_local(local: SocketAddr, remote: SocketAddr) -> bool {
-    [local, remote].iter().any(|addr| match addr.ip() {
+    let link_local = |addr: SocketAddr| match addr.ip() {
         IpAddr::V6(ip) => ip.is_unicast_link_local(),
         IpAddr::V4(_) => false,
-    })
+    };
+    if link_local(local) || link_local(remote) {
+        return false;
+    }
+    pair_state(local, remote).is_ok_and(is_free)
 }
 
 /// The pairs of every TCP connection of the namespace that is finishing after our side closed
@@ -506,44 +494,6 @@ mod tests {
         assert!(is_free(None) && is_free(Some(TCP_LISTEN)));
     }
 
-    /// A dial whose SYN goes unanswered is in SYN_SENT until an answer comes: here the SYN of
-    /// a third connection to a listener whose accept queue (of one, `listen(0)`) is full is
-    /// dropped, until the queue has room and the SYN is sent again (1 s later).
-    #[test]
-    fn a_dial_is_unanswered_until_its_syn_is_answered() {
-        use socket2::{Domain, Socket, Type};
-
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        listener
-            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-            .unwrap();
-        listener.listen(0).unwrap();
-        let remote = listener.local_addr().unwrap().as_socket().unwrap();
-        let queued = TcpStream::connect(remote).unwrap();
-        let queued_local = queued.local_addr().unwrap();
-        state_becomes(queued_local, remote, |s| s == Some(ESTABLISHED));
-        assert!(
-            !dial_unanswered(queued_local, remote),
-            "answered and queued"
-        );
-
-        let dial = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        dial.set_nonblocking(true).unwrap();
-        let _ = dial.connect(&remote.into()); // EINPROGRESS
-        let local = dial.local_addr().unwrap().as_socket().unwrap();
-        assert_eq!(pair_state(local, remote).unwrap(), Some(TCP_SYN_SENT));
-        assert!(
-            dial_unanswered(local, remote),
-            "its SYN dropped by the full queue"
-        );
-
-        drop(listener.accept().unwrap());
-        let state = state_becomes(local, remote, |s| s != Some(TCP_SYN_SENT));
-        assert_eq!(state, Some(ESTABLISHED), "its SYN sent again and answered");
-        assert!(!dial_unanswered(local, remote));
-        drop(queued);
-    }
-
     /// A pair nobody holds is free when the kernel is asked; an IPv6 link-local one is not
     /// asked (the kernel would match it by interface too) and waits for the orphan hold.
     #[test]
@@ -553,9 +503,5 @@ mod tests {
         assert!(pair("127.0.0.1:9", "127.0.0.1:10"));
         assert!(!pair("[fe80::1]:9", "[fe80::2]:10"));
         assert!(!pair("[2001:db8::1]:9", "[fe80::2]:10"));
-        assert!(!dial_unanswered(
-            "[fe80::1]:9".parse().unwrap(),
-            "[2001:db8::2]:10".parse().unwrap()
-        ));
     }
 }
