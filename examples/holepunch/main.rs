@@ -96,8 +96,9 @@ enum Tcp {
 
 const USAGE: &str = "usage: holepunch relay --listen <multiaddr> [--seed N]
        holepunch listen --relay <relay multiaddr/p2p/id> [--listen <multiaddr>] [options]
-       holepunch dial --relay <relay multiaddr/p2p/id> --peer <peer id> [--listen <multiaddr>] [--also-dial <multiaddr>] [options]
+       holepunch dial --relay <relay multiaddr/p2p/id> --peer <peer id> [--listen <multiaddr>] [options]
 options: --seed N, --no-reuse, --timeout SECONDS, --transport reuseport|libp2p-tcp, --rst-retry-ms MS
+dial options: --also-dial <multiaddr> (a direct address dialed together with the circuit)
 relay options: --listen more than once, --max-reservations N, --max-circuits N";
 
 fn args() -> Result<Args, String> {
