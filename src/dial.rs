@@ -21,7 +21,7 @@ use crate::{
     error,
     metrics::Metrics,
     origin::{Fallback, PortOrigin},
-    port_reuse::{Claim, Connecting, Lease, Parked, ReuseTable},
+    port_reuse::{CONNECTED_GRACE, Claim, Connecting, Lease, Parked, ReuseTable},
     route, socket,
     stream::OnDrop,
     sys::{PLATFORM, Role, Step},
@@ -32,6 +32,10 @@ use crate::{
 pub(crate) struct Reuse {
     pub(crate) table: ReuseTable,
     pub(crate) reaper: Arc<Reaper>,
+    /// Whether this is the dial of a hole punch that overrides the role (`DialOpts::role` is
+    /// `Endpoint::Listener`: DCUtR's dial on the side that leads the punch), whose refusal
+    /// outlives its window ([`refused_tail`]).
+    pub(crate) punch: bool,
 }
 
 /// Connects to `remote`. With `reuse`, leaves from a listening port chosen by the port-reuse
@@ -57,7 +61,11 @@ pub(crate) async fn dial(
     let on_drop = OnDrop::for_linger(config.linger);
     let fallback = match reuse {
         None => Fallback::NotRequested,
-        Some(Reuse { table, reaper }) => 'reuse: {
+        Some(Reuse {
+            table,
+            reaper,
+            punch,
+        }) => 'reuse: {
             let source = match table.source_ip(remote, route::source_ip) {
                 Ok(source) => source,
                 Err(fallback) => break 'reuse fallback,
@@ -87,7 +95,9 @@ pub(crate) async fn dial(
                 };
                 let local = lease.local();
                 let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
-                match connect_from_listening_port(&config, remote, &lease, bind, &metrics).await {
+                let connecting =
+                    connect_from_listening_port(&config, remote, &lease, bind, punch, &metrics);
+                match connecting.await {
                     Ok(io) => return Ok(reused(io, lease, reaper, on_drop, &metrics, remote)),
                     Err(NotConnected::Waiting) => {}
                     Err(NotConnected::Failed(step, e)) if PLATFORM.is_taken(step, &e) => {
@@ -225,11 +235,15 @@ enum NotConnected {
 /// and the connection our listener accepts is the one both sides were dialing. It is returned
 /// as this dial's, so that each side runs the role its dial asked for (DCUtR has one of the two
 /// dials act as the listener) instead of both treating it as accepted.
+///
+/// A hole punch's dial (`punch`) still refused when the window ends fails then, and its SYNs
+/// go on in the background for one more window ([`refused_tail`]).
 async fn connect_from_listening_port(
     config: &Config,
     remote: SocketAddr,
     lease: &Lease,
     bind: SocketAddr,
+    punch: bool,
     metrics: &Metrics,
 ) -> Result<tokio::net::TcpStream, NotConnected> {
     let local = lease.local();
@@ -267,6 +281,19 @@ async fn connect_from_listening_port(
                     Either::Right((result, _)) => result,
                 };
             }
+            Err((Step::Connect, e))
+                if punch
+                    && refused_for_now(&e)
+                    && !remote.ip().is_loopback()
+                    && !config.rst_retry_window.is_zero() =>
+            {
+                tracing::debug!(%local, %remote, attempts, "a hole punch's dial still refused when its window ended: failing it, its SYNs go on for the next dial on the pair");
+                let tail = config.rst_retry_window;
+                let retrying = refused_tail(config.clone(), remote, bind, tail, metrics.clone());
+                // A connection the last SYN makes waits for that dial as a given-up dial's does.
+                lease.park(Box::pin(retrying), remote, tail + CONNECTED_GRACE);
+                return Err(NotConnected::Failed(Step::Connect, e));
+            }
             // Taken after a refusal: the remote's own connection on this pair is being
             // accepted; wait for it as long as the window lasts, and a moment more.
             Err((step, e)) if PLATFORM.is_taken(step, &e) => {
@@ -283,6 +310,40 @@ async fn connect_from_listening_port(
                 };
             }
             result => return result.map_err(|(step, e)| NotConnected::Failed(step, e)),
+        }
+    }
+}
+
+/// The SYNs of a hole punch's dial from `bind` to `remote` that the remote still refused when
+/// the window ended, going on for `tail` more (at most [`REFUSED_ATTEMPTS`] more), kept for the
+/// next dial on the pair ([`ReuseTable::park`]).
+///
+/// The dial has failed by then, so that DCUtR starts its next attempt; the peer's SYN of that
+/// attempt may reach our NAT before our own next dial leaves (a go-libp2p peer dials as soon as
+/// it reads our `Sync`, while rust-libp2p's DCUtR, leading the punch, dials half a relayed
+/// round trip later). A SYN of ours still in flight then has our NAT's mapping open: the peer's
+/// SYN passes, meets our socket in SYN_SENT (a simultaneous open), and our next dial takes the
+/// connection over. Without it our NAT answers that SYN with a RST, and the punch can succeed
+/// only if the two SYNs happen to cross (`docs/nat-zoo.md`, asymmetric paths).
+async fn refused_tail(
+    config: Config,
+    remote: SocketAddr,
+    bind: SocketAddr,
+    tail: Duration,
+    metrics: Metrics,
+) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        tokio::time::sleep(refused_pause()).await;
+        metrics.rst_retry();
+        attempts += 1;
+        match connect(&config, remote, Some(bind)).await {
+            Err((Step::Connect, e))
+                if refused_for_now(&e)
+                    && attempts < REFUSED_ATTEMPTS
+                    && started.elapsed() < tail => {}
+            result => return result,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::{
 
 use futures::future::BoxFuture;
 use libp2p_core::{
-    Multiaddr,
+    Endpoint, Multiaddr,
     transport::{DialOpts, ListenerId, PortUse, TransportError},
 };
 
@@ -286,6 +286,7 @@ impl libp2p_core::Transport for Transport {
         let reuse = (opts.port_use == PortUse::Reuse).then(|| Reuse {
             table: self.port_reuse.clone(),
             reaper: self.reaper.clone(),
+            punch: opts.role == Endpoint::Listener,
         });
         Ok(Box::pin(dial::dial(
             self.config.clone(),

@@ -51,7 +51,7 @@ use self::table::{Endpoint, Finishing, Pair, PairKey, Table};
 pub(crate) use self::{
     backlog::{Accepted, Backlog},
     guards::{Claim, Lease, Registration},
-    parked::{Connecting, Parked},
+    parked::{CONNECTED_GRACE, Connecting, Parked},
 };
 
 /// What becomes of an accepted connection ([`ReuseTable::admit`]).

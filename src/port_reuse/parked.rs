@@ -49,7 +49,7 @@ const MAX_PARKED: usize = 64;
 /// How long a kept dial that has connected waits for the dial that takes it over (within its
 /// window). In a hole punch that dial follows the remote's SYN within the skew between the two
 /// sides' dials, a fraction of the relayed round trip.
-pub(super) const CONNECTED_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const CONNECTED_GRACE: Duration = Duration::from_secs(2);
 
 /// How many given-up dials are kept now, in every table of the process: a dial looks for one
 /// ([`ReuseTable::unpark`]) only if there is any, without taking its table's lock otherwise.

@@ -1,7 +1,8 @@
 //! The node the scenarios run in a namespace: this crate's transport driven by commands on
 //! standard input, reporting on standard output one `WORD key=value...` line per fact.
 //!
-//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new [ms]`, `dialbg <ip:port> [ms]` (a
+//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new|punch [ms]` (`punch`: from a
+//! listening port with the role overridden, as DCUtR's dial), `dialbg <ip:port> [ms]` (a
 //! dial from a listening port that runs in the background), `source <ip:port>`,
 //! `cycles <ip:port> <n>` (client-first dial/echo/close cycles), `quit`. A dial gives up after
 //! `ms` milliseconds (10 s when not given), dropping its future as a swarm does with a dial it
@@ -50,13 +51,10 @@ fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
 async fn dial(
     transport: &mut Transport,
     remote: SocketAddr,
-    port_use: PortUse,
+    (role, port_use): (Endpoint, PortUse),
     limit: Duration,
 ) -> std::io::Result<TcpStream> {
-    let opts = DialOpts {
-        role: Endpoint::Dialer,
-        port_use,
-    };
+    let opts = DialOpts { role, port_use };
     let future = transport
         .dial(to_multiaddr(remote), opts)
         .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
@@ -75,7 +73,8 @@ fn limit(ms: Option<&&str>) -> Duration {
 /// One client-first cycle: dial, send a byte, read the echo, drop. Returns (reused, dial time).
 async fn cycle(transport: &mut Transport, remote: SocketAddr) -> std::io::Result<(bool, Duration)> {
     let started = Instant::now();
-    let mut stream = dial(transport, remote, PortUse::Reuse, limit(None)).await?;
+    let opts = (Endpoint::Dialer, PortUse::Reuse);
+    let mut stream = dial(transport, remote, opts, limit(None)).await?;
     let took = started.elapsed();
     stream.write_all(b"x").await?;
     let mut byte = [0];
@@ -187,12 +186,13 @@ async fn run() {
             }
             ["dial", remote, how, ms @ ..] => {
                 let remote: SocketAddr = remote.parse().expect("ip:port");
-                let port_use = if *how == "new" {
-                    PortUse::New
-                } else {
-                    PortUse::Reuse
+                let opts = match *how {
+                    "new" => (Endpoint::Dialer, PortUse::New),
+                    // As DCUtR's dial on the side that leads a hole punch.
+                    "punch" => (Endpoint::Listener, PortUse::Reuse),
+                    _ => (Endpoint::Dialer, PortUse::Reuse),
                 };
-                match dial(&mut transport, remote, port_use, limit(ms.first())).await {
+                match dial(&mut transport, remote, opts, limit(ms.first())).await {
                     Ok(stream) => {
                         report_dialed(remote, &stream);
                         held.push(stream);

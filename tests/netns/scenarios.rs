@@ -544,7 +544,10 @@ fn zoo_table(runs: usize, cells: &[String], wans: &[String]) -> Vec<String> {
 /// opened the mapping, lets the dial through; with the window at zero the first refusal is
 /// final. The peer counts the SYNs that reach it (nftables counters); the first SYNs to port
 /// 5001 are answered with a RST by a rule (`quota`: the first 240 bytes, four 60-byte SYNs),
-/// after which the listener there answers.
+/// after which the listener there answers. A hole punch's dial (the role overridden, as
+/// DCUtR's) refused throughout its 16 SYNs fails, and its SYNs go on in the background: to
+/// port 5002, which refuses 20 SYNs, the 21st connects, and the next such dial takes that
+/// connection over.
 fn rst_retries() -> Vec<String> {
     let (net, x, y) = pair();
     net.nft(
@@ -555,6 +558,8 @@ fn rst_retries() -> Vec<String> {
     tcp dport 5000 tcp flags & (syn | ack) == syn counter
     tcp dport 5001 tcp flags & (syn | ack) == syn counter
     tcp dport 5001 tcp flags & (syn | ack) == syn quota until 240 bytes reject with tcp reset
+    tcp dport 5002 tcp flags & (syn | ack) == syn counter
+    tcp dport 5002 tcp flags & (syn | ack) == syn quota until 1200 bytes reject with tcp reset
   }
 }
 ",
@@ -562,6 +567,7 @@ fn rst_retries() -> Vec<String> {
     let syns = |port: u16| counted(&y, "syns", &format!("dport {port}"));
     let mut peer = node(&y, "y");
     ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5001", "LISTEN");
+    ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5002", "LISTEN");
     let mut report = Vec::new();
 
     let mut host = node(&x, "x");
@@ -587,6 +593,32 @@ fn rst_retries() -> Vec<String> {
     assert_eq!(sent, 5, "four refused SYNs, then the one the listener took");
     report.push(format!(
         "refused four times, then listening: {sent} SYNs, {dialed}; the peer saw it from {from}"
+    ));
+
+    let refused = ask(&mut host, "dial 10.0.7.2:5002 punch", "DIAL");
+    assert!(
+        refused.starts_with("DIALFAIL") && refused.contains("refused"),
+        "{refused}"
+    );
+    let from = field(&peer.expect("INCOMING", T), "from").to_string();
+    assert_eq!(
+        from, "10.0.7.1:4001",
+        "the SYNs after the failure are the dial's"
+    );
+    let sent = syns(5002);
+    assert_eq!(sent, 21, "20 refused SYNs, then the one the listener took");
+    let taken = ask(&mut host, "dial 10.0.7.2:5002 punch", "DIAL");
+    assert!(taken.starts_with("DIALED"), "{taken}");
+    assert_eq!(field(&taken, "local"), "10.0.7.1:4001", "{taken}");
+    assert_eq!(syns(5002), 21, "taken over: no new SYN");
+    assert!(
+        peer.wait_for("INCOMING", Duration::from_millis(500))
+            .is_none(),
+        "one connection"
+    );
+    report.push(format!(
+        "a hole punch's dial refused throughout: {refused}; {sent} SYNs in all, the last \
+         accepted from {from}; the next punch's dial: {taken}"
     ));
     drop(host);
 
