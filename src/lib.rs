@@ -70,7 +70,9 @@
 //!   connection from that remote that its listener accepts on the same pair (the other side's
 //!   SYN of the hole punch, which an ICMP rejection, unlike a RST, lets through) is returned as
 //!   the dial's connection rather than reported by the listener, so that each side runs the
-//!   role its dial asked for.
+//!   role its dial asked for. The dial that leads a hole punch (DCUtR's, with the role
+//!   overridden) still refused when the window ends fails, and its SYNs go on for one more
+//!   window, for the next dial on the pair to take over.
 //! - A dial from a listening port to a non-loopback address that is dropped before it
 //!   connected stays half-open for [`Config::given_up_dial_window`] (10 s), and the next dial
 //!   to the same remote from the same address takes it over: closed, it would leave its
