@@ -263,19 +263,12 @@ async fn connect_from_listening_port(
     loop {
         match result {
             Err((Step::Connect, e))
-                if refused_for_now(&e)
-                    && !remote.ip().is_loopback()
-                    && attempts < REFUSED_ATTEMPTS
-                    && started.elapsed() < config.rst_retry_window =>
+                if try_again(&e, remote, attempts, started, config.rst_retry_window) =>
             {
                 tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
-                metrics.rst_retry();
                 attempts += 1;
                 let claim = claim.get_or_insert_with(|| lease.claim());
-                let attempt = pin!(async {
-                    tokio::time::sleep(refused_pause()).await;
-                    connect(config, remote, Some(bind)).await
-                });
+                let attempt = pin!(resend(config, remote, bind, metrics));
                 result = match future::select(claim, attempt).await {
                     Either::Left((io, _)) => return Ok(claimed(io, local, remote)),
                     Either::Right((result, _)) => result,
@@ -335,17 +328,41 @@ async fn refused_tail(
     let started = Instant::now();
     let mut attempts = 0;
     loop {
-        tokio::time::sleep(refused_pause()).await;
-        metrics.rst_retry();
         attempts += 1;
-        match connect(&config, remote, Some(bind)).await {
-            Err((Step::Connect, e))
-                if refused_for_now(&e)
-                    && attempts < REFUSED_ATTEMPTS
-                    && started.elapsed() < tail => {}
+        match resend(&config, remote, bind, &metrics).await {
+            Err((Step::Connect, e)) if try_again(&e, remote, attempts, started, tail) => {}
             result => return result,
         }
     }
+}
+
+/// Whether a dial from a listening port whose `attempts`-th SYN failed with `e` sends another
+/// ([`resend`]): the remote, not on loopback, refused for now ([`refused_for_now`]), fewer than
+/// [`REFUSED_ATTEMPTS`] SYNs have left, and the dial started less than `window` ago.
+fn try_again(
+    e: &io::Error,
+    remote: SocketAddr,
+    attempts: u32,
+    started: Instant,
+    window: Duration,
+) -> bool {
+    refused_for_now(e)
+        && !remote.ip().is_loopback()
+        && attempts < REFUSED_ATTEMPTS
+        && started.elapsed() < window
+}
+
+/// The next SYN from `bind` to `remote` after a refusal, after [`refused_pause`], counted as a
+/// retry.
+async fn resend(
+    config: &Config,
+    remote: SocketAddr,
+    bind: SocketAddr,
+    metrics: &Metrics,
+) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
+    metrics.rst_retry();
+    tokio::time::sleep(refused_pause()).await;
+    connect(config, remote, Some(bind)).await
 }
 
 /// How long a dial whose pair was taken after a refusal waits at least for the connection its

@@ -139,6 +139,18 @@ async fn give_up_connected(table: &ReuseTable, window: Duration) -> tokio::net::
     listener
 }
 
+/// Asserts that the dial [`give_up_connected`] gave up still holds its pair 100 ms before `end`
+/// from now, and 100 ms after it is closed: not handed to a dial, its pair free.
+async fn assert_closed_at(table: &ReuseTable, end: Duration) {
+    let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
+    let margin = Duration::from_millis(100);
+    tokio::time::sleep(end - margin).await;
+    assert!(table.reserve(remote, source).is_err(), "kept until {end:?}");
+    tokio::time::sleep(2 * margin).await;
+    assert!(table.unpark(source, remote).is_none(), "closed at {end:?}");
+    assert!(table.reserve(remote, source).is_ok(), "free after {end:?}");
+}
+
 #[tokio::test]
 async fn a_given_up_dial_that_connects_meanwhile_is_handed_over_connected() {
     let (table, _listener) = one_listener();
@@ -158,34 +170,16 @@ async fn a_given_up_dial_that_connects_meanwhile_is_handed_over_connected() {
 #[tokio::test(start_paused = true)]
 async fn a_given_up_dial_that_connected_waits_a_moment_for_the_next_dial_not_its_whole_window() {
     let (table, _listener) = one_listener();
-    let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
     let _remote = give_up_connected(&table, Duration::from_secs(10)).await;
-    tokio::time::sleep(CONNECTED_GRACE - Duration::from_millis(100)).await;
-    assert!(
-        table.reserve(remote, source).is_err(),
-        "kept within the grace"
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(table.unpark(source, remote).is_none());
-    table
-        .reserve(remote, source)
-        .expect("closed after the grace, well within the window");
+    // Closed after the grace, well within the window.
+    assert_closed_at(&table, CONNECTED_GRACE).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_given_up_dial_that_connected_near_the_end_of_its_window_closes_with_the_window() {
     let (table, _listener) = one_listener();
-    let (source, remote) = (ip("10.0.0.5"), sa("198.51.100.7:4001"));
     let window = CONNECTED_GRACE / 4;
     let _remote = give_up_connected(&table, window).await;
-    tokio::time::sleep(window - Duration::from_millis(100)).await;
-    assert!(
-        table.reserve(remote, source).is_err(),
-        "kept within the window"
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(table.unpark(source, remote).is_none());
-    table
-        .reserve(remote, source)
-        .expect("closed when the window ended, before the grace");
+    // Closed when the window ends, before the grace.
+    assert_closed_at(&table, window).await;
 }
