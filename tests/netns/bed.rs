@@ -4,9 +4,12 @@
 //! Interfaces: a host's is `eth0`; a router's uplink is `wan` and its LAN side is a bridge `lan`
 //! (so a router can serve several hosts, or another router behind it).
 
-use std::time::Duration;
+use std::{fmt::Write as _, time::Duration};
 
-use crate::{net::Net, proc::Proc};
+use crate::{
+    net::{self, Net},
+    proc::Proc,
+};
 
 /// The segment between the routers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -295,6 +298,15 @@ pub struct Bed {
     net: Net,
     wan_ns: String,
     next_port: usize,
+    /// The interfaces on the WAN segment, for [`Bed::resolve_neighbours`].
+    wan_ports: Vec<WanPort>,
+}
+
+/// An interface on the WAN segment: its namespace, its name and its addresses.
+struct WanPort {
+    ns: String,
+    dev: &'static str,
+    addrs: Vec<String>,
 }
 
 impl Bed {
@@ -309,6 +321,7 @@ impl Bed {
                     net,
                     wan_ns,
                     next_port: 0,
+                    wan_ports: Vec::new(),
                 }
             }
             Wan::Shaped {
@@ -379,6 +392,7 @@ impl Bed {
             net,
             wan_ns,
             next_port: 0,
+            wan_ports: Vec::new(),
         }
     }
 
@@ -420,6 +434,7 @@ impl Bed {
         let ns = self.net.ns(role);
         self.attach(uplink, role, &ns, "eth0");
         self.configure(&ns, "eth0", addrs, routes);
+        self.on_wan(uplink, &ns, "eth0", addrs);
         ns
     }
 
@@ -437,11 +452,62 @@ impl Bed {
         self.attach(uplink, role, &ns, "wan");
         self.net.bridge(&ns, "lan");
         self.configure(&ns, "wan", wan_addrs, routes);
+        self.on_wan(uplink, &ns, "wan", wan_addrs);
         self.configure(&ns, "lan", lan_addrs, &[]);
         self.net.sysctl(&ns, "net.ipv4.ip_forward=1");
         self.net.sysctl(&ns, "net.ipv6.conf.all.forwarding=1");
         self.net.nft(&ns, &rules.ruleset());
         ns
+    }
+
+    /// Remembers `dev` of `ns`, with its addresses (`ip/len`), if it is on the WAN.
+    fn on_wan(&mut self, uplink: Uplink<'_>, ns: &str, dev: &'static str, addrs: &[&str]) {
+        if let Uplink::Wan = uplink {
+            self.wan_ports.push(WanPort {
+                ns: ns.to_string(),
+                dev,
+                addrs: addrs
+                    .iter()
+                    .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                    .collect(),
+            });
+        }
+    }
+
+    /// Gives every interface on the WAN a permanent neighbour entry (ARP, IPv6 neighbour
+    /// discovery) for the addresses of every other one, of the families it has addresses of.
+    /// A home router's next hop, its ISP's gateway, is always resolved; on the WAN segment
+    /// without it the first packet from one router to another (a hole punch's first SYN) waits
+    /// in the router for the other's answer, a round trip between the two, and a second if the
+    /// request is lost (`docs/nat-zoo.md`). Call it once every WAN interface is added.
+    pub fn resolve_neighbours(&self) {
+        let macs: Vec<String> = self
+            .wan_ports
+            .iter()
+            .map(|port| mac(&port.ns, port.dev))
+            .collect();
+        for port in &self.wan_ports {
+            let mut batch = String::new();
+            for (other, mac) in self.wan_ports.iter().zip(&macs) {
+                if other.ns == port.ns {
+                    continue;
+                }
+                for addr in &other.addrs {
+                    let v6 = addr.contains(':');
+                    if port.addrs.iter().any(|own| own.contains(':') == v6) {
+                        let dev = port.dev;
+                        writeln!(
+                            batch,
+                            "neigh replace {addr} lladdr {mac} dev {dev} nud permanent"
+                        )
+                        .expect("a String takes any write");
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                net::run_with_input("ip", &["-n", &port.ns, "-batch", "-"], &batch);
+            }
+        }
     }
 
     /// The full names of its namespaces.
@@ -530,4 +596,14 @@ pub fn home(bed: &mut Bed, n: u8, rules: &Rules) -> (String, String) {
         ],
     );
     (router, host)
+}
+
+/// The link-layer address of `dev` in `ns`.
+fn mac(ns: &str, dev: &str) -> String {
+    let line = net::ip_output(ns, &["-o", "link", "show", "dev", dev]);
+    line.split_whitespace()
+        .skip_while(|word| *word != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no link/ether address in {line}"))
+        .to_string()
 }

@@ -133,6 +133,7 @@ fn run_once(pairs: &[Pair], transport: Transport) -> (Vec<Outcome>, Cost) {
         .iter()
         .map(|p| (build_side(&mut bed, p, 1), build_side(&mut bed, p, 2)))
         .collect();
+    bed.resolve_neighbours();
     cost.build_s = started.elapsed().as_secs_f64();
     println!(
         "population: {} network of {} pairs built in {:.1} s",

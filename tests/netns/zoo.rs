@@ -713,6 +713,7 @@ fn socket_of(line: &str) -> String {
 pub fn punch_once(cell: &Cell, which: Impl, timeout: Duration) -> Outcome {
     let mut bed = Bed::new(cell.wan);
     let layout = (cell.build)(&mut bed);
+    bed.resolve_neighbours();
     let mut procs: Vec<Proc> = Vec::new();
     let result = catch_unwind(AssertUnwindSafe(|| {
         run_roles(cell, which, timeout, &layout, &mut procs)
