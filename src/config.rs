@@ -226,10 +226,11 @@ impl Config {
     ///
     /// The dial of the side that leads a hole punch (DCUtR's dial with the role overridden:
     /// `DialOpts::role` is `Endpoint::Listener`) fails then too, so that DCUtR starts its next
-    /// attempt, but its SYNs go on in the background for one more window (16 at most), for the
-    /// next dial on its pair to take over. A go-libp2p peer dials as soon as it reads our
-    /// `Sync`, before our own next dial leaves: a SYN of ours still in flight lets its SYN
-    /// through our NAT (a simultaneous open). `Duration::ZERO` turns this off as well.
+    /// attempt, but its SYNs go on in the background for 2 s more (64 at most; DCUtR's next
+    /// attempt comes about two and a half relayed round trips later), for the next dial on its
+    /// pair to take over. A go-libp2p peer dials as soon as it reads our `Sync`, before our own
+    /// next dial leaves: a SYN of ours still in flight lets its SYN through our NAT (a
+    /// simultaneous open). `Duration::ZERO` turns this off as well.
     ///
     /// The cost: a dial to a port where nothing listens (a stale address) fails later and sends
     /// more SYNs. With no round trip, 16 SYNs and about 32 ms instead of one SYN and 11 us;

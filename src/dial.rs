@@ -203,6 +203,17 @@ impl Drop for Keepable<'_> {
 /// The most SYNs a refused dial from a listening port sends, the first included.
 const REFUSED_ATTEMPTS: u32 = 16;
 
+/// How long the SYNs of a hole punch's dial go on after the dial failed ([`refused_tail`]):
+/// until DCUtR's next attempt, which starts about two and a half relayed round trips after the
+/// failure (libp2p-dcutr opens a new stream over the relay for it), for relayed round trips up
+/// to about 800 ms.
+const PUNCH_TAIL: Duration = Duration::from_secs(2);
+
+/// The most SYNs of a hole punch's dial after it failed ([`refused_tail`]). Each waits for the
+/// remote's refusal, so over a WAN they are one per round trip between the NATs and
+/// [`PUNCH_TAIL`] ends them first (past about 30 ms); near the remote, this does.
+const PUNCH_TAIL_ATTEMPTS: u32 = 64;
+
 /// Why a dial from a listening port did not connect.
 enum NotConnected {
     /// A connection waiting on the listener's socket holds the pair, seen with the socket bound
@@ -237,7 +248,7 @@ enum NotConnected {
 /// dials act as the listener) instead of both treating it as accepted.
 ///
 /// A hole punch's dial (`punch`) still refused when the window ends fails then, and its SYNs
-/// go on in the background for one more window ([`refused_tail`]).
+/// go on in the background for [`PUNCH_TAIL`] ([`refused_tail`]).
 async fn connect_from_listening_port(
     config: &Config,
     remote: SocketAddr,
@@ -263,7 +274,13 @@ async fn connect_from_listening_port(
     loop {
         match result {
             Err((Step::Connect, e))
-                if try_again(&e, remote, attempts, started, config.rst_retry_window) =>
+                if try_again(
+                    &e,
+                    remote,
+                    (attempts, REFUSED_ATTEMPTS),
+                    started,
+                    config.rst_retry_window,
+                ) =>
             {
                 tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
                 attempts += 1;
@@ -281,10 +298,9 @@ async fn connect_from_listening_port(
                     && !config.rst_retry_window.is_zero() =>
             {
                 tracing::debug!(%local, %remote, attempts, "a hole punch's dial still refused when its window ended: failing it, its SYNs go on for the next dial on the pair");
-                let tail = config.rst_retry_window;
-                let retrying = refused_tail(config.clone(), remote, bind, tail, metrics.clone());
+                let retrying = refused_tail(config.clone(), remote, bind, metrics.clone());
                 // A connection the last SYN makes waits for that dial as a given-up dial's does.
-                lease.park(Box::pin(retrying), remote, tail + CONNECTED_GRACE);
+                lease.park(Box::pin(retrying), remote, PUNCH_TAIL + CONNECTED_GRACE);
                 return Err(NotConnected::Failed(Step::Connect, e));
             }
             // Taken after a refusal: the remote's own connection on this pair is being
@@ -308,8 +324,8 @@ async fn connect_from_listening_port(
 }
 
 /// The SYNs of a hole punch's dial from `bind` to `remote` that the remote still refused when
-/// the window ended, going on for `tail` more (at most [`REFUSED_ATTEMPTS`] more), kept for the
-/// next dial on the pair ([`ReuseTable::park`]).
+/// the window ended, going on for [`PUNCH_TAIL`] more (at most [`PUNCH_TAIL_ATTEMPTS`] more),
+/// kept for the next dial on the pair ([`ReuseTable::park`]).
 ///
 /// The dial has failed by then, so that DCUtR starts its next attempt; the peer's SYN of that
 /// attempt may reach our NAT before our own next dial leaves (a go-libp2p peer dials as soon as
@@ -322,7 +338,6 @@ async fn refused_tail(
     config: Config,
     remote: SocketAddr,
     bind: SocketAddr,
-    tail: Duration,
     metrics: Metrics,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     let started = Instant::now();
@@ -330,26 +345,30 @@ async fn refused_tail(
     loop {
         attempts += 1;
         match resend(&config, remote, bind, &metrics).await {
-            Err((Step::Connect, e)) if try_again(&e, remote, attempts, started, tail) => {}
+            Err((Step::Connect, e))
+                if try_again(
+                    &e,
+                    remote,
+                    (attempts, PUNCH_TAIL_ATTEMPTS),
+                    started,
+                    PUNCH_TAIL,
+                ) => {}
             result => return result,
         }
     }
 }
 
-/// Whether a dial from a listening port whose `attempts`-th SYN failed with `e` sends another
+/// Whether a dial from a listening port whose `sent`-th SYN failed with `e` sends another
 /// ([`resend`]): the remote, not on loopback, refused for now ([`refused_for_now`]), fewer than
-/// [`REFUSED_ATTEMPTS`] SYNs have left, and the dial started less than `window` ago.
+/// `most` SYNs have left, and the dial started less than `window` ago.
 fn try_again(
     e: &io::Error,
     remote: SocketAddr,
-    attempts: u32,
+    (sent, most): (u32, u32),
     started: Instant,
     window: Duration,
 ) -> bool {
-    refused_for_now(e)
-        && !remote.ip().is_loopback()
-        && attempts < REFUSED_ATTEMPTS
-        && started.elapsed() < window
+    refused_for_now(e) && !remote.ip().is_loopback() && sent < most && started.elapsed() < window
 }
 
 /// The next SYN from `bind` to `remote` after a refusal, after [`refused_pause`], counted as a

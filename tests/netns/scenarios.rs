@@ -545,9 +545,9 @@ fn zoo_table(runs: usize, cells: &[String], wans: &[String]) -> Vec<String> {
 /// final. The peer counts the SYNs that reach it (nftables counters); the first SYNs to port
 /// 5001 are answered with a RST by a rule (`quota`: the first 240 bytes, four 60-byte SYNs),
 /// after which the listener there answers. A hole punch's dial (the role overridden, as
-/// DCUtR's) refused throughout its 16 SYNs fails, and its SYNs go on in the background: to
-/// port 5002, which refuses 20 SYNs, the 21st connects, and the next such dial takes that
-/// connection over.
+/// DCUtR's) refused throughout its 16 SYNs fails, and its SYNs go on in the background, up to
+/// 64 more: to port 5002, which refuses 40 SYNs (16 and 24 more), the 41st connects, and the
+/// next such dial takes that connection over.
 fn rst_retries() -> Vec<String> {
     let (net, x, y) = pair();
     net.nft(
@@ -559,7 +559,7 @@ fn rst_retries() -> Vec<String> {
     tcp dport 5001 tcp flags & (syn | ack) == syn counter
     tcp dport 5001 tcp flags & (syn | ack) == syn quota until 240 bytes reject with tcp reset
     tcp dport 5002 tcp flags & (syn | ack) == syn counter
-    tcp dport 5002 tcp flags & (syn | ack) == syn quota until 1200 bytes reject with tcp reset
+    tcp dport 5002 tcp flags & (syn | ack) == syn quota until 2400 bytes reject with tcp reset
   }
 }
 ",
@@ -606,11 +606,11 @@ fn rst_retries() -> Vec<String> {
         "the SYNs after the failure are the dial's"
     );
     let sent = syns(5002);
-    assert_eq!(sent, 21, "20 refused SYNs, then the one the listener took");
+    assert_eq!(sent, 41, "40 refused SYNs, then the one the listener took");
     let taken = ask(&mut host, "dial 10.0.7.2:5002 punch", "DIAL");
     assert!(taken.starts_with("DIALED"), "{taken}");
     assert_eq!(field(&taken, "local"), "10.0.7.1:4001", "{taken}");
-    assert_eq!(syns(5002), 21, "taken over: no new SYN");
+    assert_eq!(syns(5002), 41, "taken over: no new SYN");
     assert!(
         peer.wait_for("INCOMING", Duration::from_millis(500))
             .is_none(),
