@@ -70,47 +70,66 @@ pub(crate) async fn dial(
                 Ok(source) => source,
                 Err(fallback) => break 'reuse fallback,
             };
-            if let Some(handed) = table.unpark(source, remote)
-                && let Ok(Parked { connecting, lease }) = handed.await
-            {
-                let local = lease.local();
-                tracing::debug!(%local, %remote, "taking over the dial on this pair given up before it connected");
-                let window = keep_window(&config, remote).unwrap_or_default();
-                let kept = Keepable::new(connecting, &lease, remote, window);
-                // Failed: the lease goes, the pair is free for a new choice below.
-                if let Ok(io) = kept.await {
-                    return Ok(reused(io, lease, reaper, on_drop, &metrics, remote));
+            // Once, if the pair is taken by a dial the remote refused that is trying again:
+            // choose again when it is done.
+            let mut waited = false;
+            'choose: loop {
+                if let Some(handed) = table.unpark(source, remote)
+                    && let Ok(Parked { connecting, lease }) = handed.await
+                {
+                    let local = lease.local();
+                    tracing::debug!(%local, %remote, "taking over the dial on this pair given up before it connected");
+                    let window = keep_window(&config, remote).unwrap_or_default();
+                    let kept = Keepable::new(connecting, &lease, remote, window);
+                    // Failed: the lease goes, the pair is free for a new choice below.
+                    if let Ok(io) = kept.await {
+                        return Ok(reused(io, lease, reaper, on_drop, &metrics, remote));
+                    }
                 }
-            }
-            // Each pass that finds the pair taken by a waiting connection leaves that pair in
-            // the table as accepted, so the next choice passes over it: the loop ends.
-            let mut refused = None;
-            loop {
-                let lease = match table.reserve(remote, source) {
-                    Ok(lease) => lease,
-                    // A choice made again after the kernel refused a pair falls back for that.
-                    Err(fallback) => {
-                        break 'reuse refused.map_or(fallback, Fallback::KernelRefused);
-                    }
-                };
-                let local = lease.local();
-                let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
-                let connecting =
-                    connect_from_listening_port(&config, remote, &lease, bind, punch, &metrics);
-                match connecting.await {
-                    Ok(io) => return Ok(reused(io, lease, reaper, on_drop, &metrics, remote)),
-                    Err(NotConnected::Waiting) => {}
-                    Err(NotConnected::Failed(step, e)) if PLATFORM.is_taken(step, &e) => {
-                        if lease.taken_after_refusal() {
-                            tracing::debug!(%local, %remote, "listening port refused by the kernel: a connection from the remote waiting on the listener holds the pair, choosing again");
-                            refused = Some(e.kind());
-                            continue;
+                // Each pass that finds the pair taken by a waiting connection leaves that pair
+                // in the table as accepted, so the next choice passes over it: the loop ends.
+                let mut refused = None;
+                loop {
+                    let lease = match table.reserve(remote, source) {
+                        Ok(lease) => lease,
+                        Err(Fallback::Busy) if !waited && refused.is_none() => {
+                            waited = true;
+                            let Some(done) = table.after_refused_dial(remote, source) else {
+                                break 'reuse Fallback::Busy;
+                            };
+                            tracing::debug!(%remote, "the pair's dial, refused by the remote, is trying again: choosing when it is done");
+                            let most = config.rst_retry_window + CLAIM_GRACE;
+                            let _ = tokio::time::timeout(most, done).await;
+                            continue 'choose;
                         }
-                        tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
-                        break 'reuse Fallback::KernelRefused(e.kind());
-                    }
-                    Err(NotConnected::Failed(_, e)) => {
-                        return Err(with_addrs(e, Some(local), remote));
+                        // A choice made again after the kernel refused a pair falls back for
+                        // that.
+                        Err(fallback) => {
+                            break 'reuse refused.map_or(fallback, Fallback::KernelRefused);
+                        }
+                    };
+                    let local = lease.local();
+                    let bind = PLATFORM.dial_bind_addr(local, || lease.on_specific_listener());
+                    let connecting =
+                        connect_from_listening_port(&config, remote, &lease, bind, punch, &metrics);
+                    match connecting.await {
+                        Ok(io) => {
+                            lease.connected();
+                            return Ok(reused(io, lease, reaper, on_drop, &metrics, remote));
+                        }
+                        Err(NotConnected::Waiting) => {}
+                        Err(NotConnected::Failed(step, e)) if PLATFORM.is_taken(step, &e) => {
+                            if lease.taken_after_refusal() {
+                                tracing::debug!(%local, %remote, "listening port refused by the kernel: a connection from the remote waiting on the listener holds the pair, choosing again");
+                                refused = Some(e.kind());
+                                continue;
+                            }
+                            tracing::debug!(%local, %remote, error = %e, "listening port refused by the kernel, dialing from an ephemeral port");
+                            break 'reuse Fallback::KernelRefused(e.kind());
+                        }
+                        Err(NotConnected::Failed(_, e)) => {
+                            return Err(with_addrs(e, Some(local), remote));
+                        }
                     }
                 }
             }

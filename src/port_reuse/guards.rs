@@ -126,6 +126,13 @@ impl Lease {
         taken
     }
 
+    /// Wakes the dials that wait for this lease's dial to end
+    /// ([`ReuseTable::after_refused_dial`]): it connected, and the pair is its connection's.
+    /// (A lease dropped, or a dial kept by [`Lease::park`], wakes them too.)
+    pub(crate) fn connected(&self) {
+        self.table.lock().wake_waiting(&(self.local, self.remote));
+    }
+
     /// Keeps `connecting`, this lease's dial given up before it connected, half-open for
     /// `window` ([`ReuseTable::park`]): the pair stays held under a new lease, which the next
     /// dial on it takes over.
@@ -219,6 +226,9 @@ impl Drop for Lease {
         if self.held {
             table.held -= 1;
         }
+        // A dial that ends without a connection: the pair is free, or kept (`park`) for the
+        // dials that wait for it.
+        table.wake_waiting(&(self.local, self.remote));
         // A dial may already have taken over the pair of a closing lease.
         if !self.orphaned
             && table

@@ -45,6 +45,8 @@ use std::{
     time::Duration,
 };
 
+use futures::channel::oneshot;
+
 use crate::{origin::Fallback, route, sys};
 
 use self::table::{Endpoint, Finishing, Pair, PairKey, Table};
@@ -59,7 +61,7 @@ enum Admission {
     /// The listener reports it; the lease holds its pair.
     Accepted(Lease),
     /// A dial on the same pair claimed it: send it there (it comes back if that dial is gone).
-    Claimed(futures::channel::oneshot::Sender<tokio::net::TcpStream>),
+    Claimed(oneshot::Sender<tokio::net::TcpStream>),
 }
 
 /// How often at most dropping connections prunes the finishing pairs
@@ -292,6 +294,36 @@ impl ReuseTable {
         table.expire();
         let local = table.select(remote, source)?;
         Ok(self.lease(table, local, remote, Pair::Open))
+    }
+
+    /// When every listening address on `source` is taken for `remote` ([`Self::reserve`] said
+    /// [`Fallback::Busy`]) and one of them by a dial that the remote refused and that is trying
+    /// again ([`Lease::claim`]): a receiver that completes when that dial ends (it connected,
+    /// failed, or was kept by [`Self::park`]), for the caller to choose again then. `None` if
+    /// no such dial runs.
+    ///
+    /// In a hole punch, DCUtR's next attempt may dial while the last one's dial is still
+    /// refused and trying again. Dialing from an ephemeral port then is of no use for the punch
+    /// (the remote's SYN comes to our listening port), while the same pair once the first dial
+    /// is done goes on sending SYNs from the listening port, which keeps our NAT's mapping open
+    /// for the remote's next SYN.
+    pub(crate) fn after_refused_dial(
+        &self,
+        remote: SocketAddr,
+        source: IpAddr,
+    ) -> Option<oneshot::Receiver<()>> {
+        let mut table = self.lock();
+        if table.claims.is_empty() {
+            return None;
+        }
+        let remote = remote.into();
+        let key = *table
+            .claims
+            .keys()
+            .find(|(local, r)| *r == remote && SocketAddr::from(*local).ip() == source)?;
+        let (wake, woken) = oneshot::channel();
+        table.waiting.entry(key).or_default().push(wake);
+        Some(woken)
     }
 
     /// Takes in the connections waiting on the sockets of the listeners `local` shares its port

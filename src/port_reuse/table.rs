@@ -87,6 +87,10 @@ pub(super) struct Table {
     /// that remote accepted on their own pair (see [`ReuseTable::claim`](super::ReuseTable)):
     /// the listener hands it over through the sender instead of reporting it.
     pub(super) claims: HashMap<PairKey, oneshot::Sender<tokio::net::TcpStream>>,
+    /// Dials that wait for a claiming dial on the pair to end (see
+    /// [`ReuseTable::after_refused_dial`](super::ReuseTable::after_refused_dial)): dropping
+    /// the senders ([`Self::wake_waiting`]) wakes them.
+    pub(super) waiting: HashMap<PairKey, Vec<oneshot::Sender<()>>>,
     /// Dials from a listening port given up before they connected, kept half-open until a new
     /// dial on their pair asks for them (see [`ReuseTable::park`](super::ReuseTable::park)):
     /// the sender takes the asking dial's reply channel.
@@ -130,6 +134,7 @@ impl Default for Table {
             per_family: [0; 2],
             pairs: HashMap::new(),
             claims: HashMap::new(),
+            waiting: HashMap::new(),
             parked: HashMap::new(),
             sources: Sources::default(),
             orphans: VecDeque::new(),
@@ -327,6 +332,13 @@ impl Table {
             (0, _) => Finishing::None,
             (n, _) if n <= few => Finishing::Few(keys),
             (_, families) => Finishing::Many(families),
+        }
+    }
+
+    /// Wakes the dials waiting for the dial on `key` to end ([`Self::waiting`]).
+    pub(super) fn wake_waiting(&mut self, key: &PairKey) {
+        if !self.waiting.is_empty() {
+            self.waiting.remove(key);
         }
     }
 

@@ -197,6 +197,52 @@ fn a_claimed_pair_is_handed_to_its_dial_and_a_withdrawn_claim_is_not() {
 }
 
 #[test]
+fn a_dial_waits_for_the_refused_dial_on_its_pair_until_that_dial_ends() {
+    let table = ReuseTable::new(true);
+    let _listener = table.register(sa("0.0.0.0:4001"));
+    let remote = sa("10.0.0.9:5000");
+    let source: IpAddr = "10.0.0.5".parse().unwrap();
+    let dial = table.reserve(remote, source).expect("free");
+    assert_eq!(table.reserve(remote, source).err(), Some(Fallback::Busy));
+    assert!(
+        table.after_refused_dial(remote, source).is_none(),
+        "a dial not refused: nothing to wait for"
+    );
+
+    let claim = dial.claim();
+    assert!(
+        table
+            .after_refused_dial(sa("10.0.0.9:5001"), source)
+            .is_none()
+    );
+    assert!(
+        table
+            .after_refused_dial(remote, "10.0.0.6".parse().unwrap())
+            .is_none()
+    );
+    let mut done = table.after_refused_dial(remote, source).expect("refused");
+    assert_eq!(done.try_recv(), Ok(None), "the dial is trying again");
+    // A failed dial withdraws its claim before its lease goes: the pair is not free yet.
+    drop(claim);
+    assert_eq!(done.try_recv(), Ok(None), "its lease still holds the pair");
+    drop(dial);
+    assert_eq!(done.try_recv(), Err(oneshot::Canceled), "failed: woken");
+    let dial = table
+        .reserve(remote, source)
+        .expect("the pair is free again");
+
+    // One that connects wakes the waiting dials too, and keeps the pair.
+    let claim = dial.claim();
+    let mut done = table.after_refused_dial(remote, source).expect("refused");
+    dial.connected();
+    assert_eq!(done.try_recv(), Err(oneshot::Canceled), "connected: woken");
+    drop(claim);
+    assert_eq!(table.reserve(remote, source).err(), Some(Fallback::Busy));
+    assert!(table.after_refused_dial(remote, source).is_none());
+    assert!(table.lock().waiting.is_empty(), "nothing left behind");
+}
+
+#[test]
 fn the_table_remembers_the_remotes_its_listeners_accepted_from() {
     let table = ReuseTable::new(true);
     let _a = table.register(sa("127.0.0.1:5000"));

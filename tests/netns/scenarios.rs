@@ -547,7 +547,9 @@ fn zoo_table(runs: usize, cells: &[String], wans: &[String]) -> Vec<String> {
 /// after which the listener there answers. A hole punch's dial (the role overridden, as
 /// DCUtR's) refused throughout its 16 SYNs fails, and its SYNs go on in the background, up to
 /// 64 more: to port 5002, which refuses 40 SYNs (16 and 24 more), the 41st connects, and the
-/// next such dial takes that connection over.
+/// next such dial takes that connection over. A second dial to the same remote while the first
+/// is refused and trying again (as DCUtR's next attempt's may) waits for it, then leaves from
+/// the listening port too, not from an ephemeral one: to port 5003, which refuses 24 SYNs.
 fn rst_retries() -> Vec<String> {
     let (net, x, y) = pair();
     net.nft(
@@ -560,6 +562,8 @@ fn rst_retries() -> Vec<String> {
     tcp dport 5001 tcp flags & (syn | ack) == syn quota until 240 bytes reject with tcp reset
     tcp dport 5002 tcp flags & (syn | ack) == syn counter
     tcp dport 5002 tcp flags & (syn | ack) == syn quota until 2400 bytes reject with tcp reset
+    tcp dport 5003 tcp flags & (syn | ack) == syn counter
+    tcp dport 5003 tcp flags & (syn | ack) == syn quota until 1440 bytes reject with tcp reset
   }
 }
 ",
@@ -568,6 +572,7 @@ fn rst_retries() -> Vec<String> {
     let mut peer = node(&y, "y");
     ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5001", "LISTEN");
     ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5002", "LISTEN");
+    ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5003", "LISTEN");
     let mut report = Vec::new();
 
     let mut host = node(&x, "x");
@@ -619,6 +624,34 @@ fn rst_retries() -> Vec<String> {
     report.push(format!(
         "a hole punch's dial refused throughout: {refused}; {sent} SYNs in all, the last \
          accepted from {from}; the next punch's dial: {taken}"
+    ));
+
+    // Its 16 SYNs take about 30 ms here: the second dial starts while the first is refused.
+    host.send("dialbg 10.0.7.2:5003");
+    std::thread::sleep(Duration::from_millis(5));
+    host.send("dialbg 10.0.7.2:5003");
+    let first = host.expect("DIAL", T);
+    assert!(
+        first.starts_with("DIALFAIL") && first.contains("refused"),
+        "{first}"
+    );
+    let second = host.expect("DIAL", T);
+    assert!(second.starts_with("DIALED"), "{second}");
+    assert_eq!(
+        field(&second, "local"),
+        "10.0.7.1:4001",
+        "{second}: from the listening port once the first dial was done"
+    );
+    let from = field(&peer.expect("INCOMING", T), "from").to_string();
+    assert_eq!(from, "10.0.7.1:4001");
+    let sent = syns(5003);
+    assert_eq!(
+        sent, 25,
+        "16 refused SYNs of the first dial, 8 of the second, then one"
+    );
+    report.push(format!(
+        "two dials at once, the first refused throughout: {first}; the second waited for it: \
+         {second}; {sent} SYNs in all"
     ));
     drop(host);
 
