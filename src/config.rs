@@ -215,9 +215,12 @@ impl Config {
     /// host's SYN finds no mapping, and many home routers answer it with a RST (IPv6 firewalls
     /// also with an ICMP rejection, which ends the dial as surely). A moment later
     /// the mapping exists and a new SYN from the same port passes: so the dial sends its next
-    /// SYN 1 to 3 ms after the RST (at random, about 2 ms on average: tokio's timer counts whole
-    /// milliseconds), which also reopens the mapping in our own NAT that the RST closed, for the
-    /// remote's SYN; 16 SYNs at most, until the window has passed. The window spans the next
+    /// SYN, which also reopens the mapping in our own NAT that the RST closed, for the remote's
+    /// SYN; 16 SYNs at most, until the window has passed. A refusal that took 5 ms or more came
+    /// from across a WAN, and the next SYN leaves at once: the remote's own SYN often comes
+    /// right behind its NAT's RST, and meets our NAT's RST until our next SYN has left. A
+    /// refusal that came sooner is from a host nearby, and the next SYN leaves 1 to 3 ms later
+    /// (at random, about 2 ms on average: tokio's timer counts whole milliseconds). The window spans the next
     /// attempt of a go-libp2p peer that leads a hole punch and dialed first: it takes the first
     /// refusal as final and tries again about 400 ms later, when our SYN in flight lets its new
     /// SYN through our NAT (`docs/nat-zoo.md`, asymmetric paths).
@@ -232,9 +235,15 @@ impl Config {
     /// next dial leaves: a SYN of ours still in flight lets its SYN through our NAT (a
     /// simultaneous open). `Duration::ZERO` turns this off as well.
     ///
+    /// A second dial to the same remote that finds the pair held by a dial that is refused and
+    /// trying again waits for that dial to end (within this window and 50 ms), then chooses
+    /// again, rather than leave from an ephemeral port at once: DCUtR's next attempt dials
+    /// while the last one's dial may still be trying, and only the listening port's SYNs keep
+    /// our NAT's mapping open for the remote's.
+    ///
     /// The cost: a dial to a port where nothing listens (a stale address) fails later and sends
     /// more SYNs. With no round trip, 16 SYNs and about 32 ms instead of one SYN and 11 us;
-    /// across a WAN, one SYN per round trip plus 2 ms, until 16 SYNs or the window. The retry
+    /// across a WAN, one SYN per round trip, until 16 SYNs or the window. The retry
     /// applies to every dial from a listening port because the hole punch that needs it cannot
     /// be told apart from other dials; the figures and the reasoning are in
     /// `docs/performance.md` ("Refused dials"). A node that never punches holes can set

@@ -251,9 +251,9 @@ enum NotConnected {
 /// remote's meet the kernel's refusal. For other remotes the kernel's refusal of the pair tells
 /// the caller to look ([`Lease::taken_after_refusal`]).
 ///
-/// A refusal from a non-loopback
-/// remote (a RST or an ICMP rejection: [`refused_for_now`]) is answered with a new SYN from the
-/// same address about 2 ms later (see [`refused_pause`]), at most [`REFUSED_ATTEMPTS`] in all
+/// A refusal from a non-loopback remote (a RST or an ICMP rejection: [`refused_for_now`]) is
+/// answered with a new SYN from the same address, at once across a WAN and about 2 ms later
+/// from a host nearby (see [`resend`]), at most [`REFUSED_ATTEMPTS`] in all
 /// and until the configured window has passed: in a hole punch the remote's NAT refuses SYNs
 /// that arrive before its own host's SYN has opened the mapping, and our next SYN both tries
 /// again and reopens our own NAT's mapping, which the refusal closed, for the remote's SYN (see
@@ -289,6 +289,7 @@ async fn connect_from_listening_port(
         None => connecting.await,
     };
     let mut attempts = 1;
+    let mut last_syn = started;
     let mut claim: Option<Claim> = None;
     loop {
         match result {
@@ -304,7 +305,7 @@ async fn connect_from_listening_port(
                 tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
                 attempts += 1;
                 let claim = claim.get_or_insert_with(|| lease.claim());
-                let attempt = pin!(resend(config, remote, bind, metrics));
+                let attempt = pin!(resend(config, remote, bind, &mut last_syn, metrics));
                 result = match future::select(claim, attempt).await {
                     Either::Left((io, _)) => return Ok(claimed(io, local, remote)),
                     Either::Right((result, _)) => result,
@@ -317,7 +318,8 @@ async fn connect_from_listening_port(
                     && !config.rst_retry_window.is_zero() =>
             {
                 tracing::debug!(%local, %remote, attempts, "a hole punch's dial still refused when its window ended: failing it, its SYNs go on for the next dial on the pair");
-                let retrying = refused_tail(config.clone(), remote, bind, metrics.clone());
+                let retrying =
+                    refused_tail(config.clone(), remote, bind, last_syn, metrics.clone());
                 // A connection the last SYN makes waits for that dial as a given-up dial's does.
                 lease.park(Box::pin(retrying), remote, PUNCH_TAIL + CONNECTED_GRACE);
                 return Err(NotConnected::Failed(Step::Connect, e));
@@ -357,13 +359,14 @@ async fn refused_tail(
     config: Config,
     remote: SocketAddr,
     bind: SocketAddr,
+    mut last_syn: Instant,
     metrics: Metrics,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     let started = Instant::now();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match resend(&config, remote, bind, &metrics).await {
+        match resend(&config, remote, bind, &mut last_syn, &metrics).await {
             Err((Step::Connect, e))
                 if try_again(
                     &e,
@@ -390,18 +393,32 @@ fn try_again(
     refused_for_now(e) && !remote.ip().is_loopback() && sent < most && started.elapsed() < window
 }
 
-/// The next SYN from `bind` to `remote` after a refusal, after [`refused_pause`], counted as a
-/// retry.
+/// The next SYN from `bind` to `remote` after a refusal of the one sent at `last_syn` (which
+/// it updates), counted as a retry: at once if the refusal came from across a WAN
+/// ([`FAR_REFUSAL`]), else after [`refused_pause`].
 async fn resend(
     config: &Config,
     remote: SocketAddr,
     bind: SocketAddr,
+    last_syn: &mut Instant,
     metrics: &Metrics,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     metrics.rst_retry();
-    tokio::time::sleep(refused_pause()).await;
+    if last_syn.elapsed() < FAR_REFUSAL {
+        tokio::time::sleep(refused_pause()).await;
+    }
+    *last_syn = Instant::now();
     connect(config, remote, Some(bind)).await
 }
+
+/// A refusal that comes this long or longer after its SYN comes from across a WAN, and the next
+/// SYN leaves at once ([`resend`]). The refusal that passes our NAT closes its mapping, and until
+/// our next SYN reopens it, the NAT answers the remote's own SYN with a RST: in a hole punch,
+/// the remote's SYN often comes right behind the RST its NAT sent a moment before (a path that
+/// keeps its packets in order holds the later one behind the earlier), so every millisecond
+/// between the two closes the punch. A refusal that comes sooner is from a host nearby, where
+/// nothing is to be gained and [`refused_pause`] spreads the SYNs.
+const FAR_REFUSAL: Duration = Duration::from_millis(5);
 
 /// How long a dial whose pair was taken after a refusal waits at least for the connection its
 /// listener is accepting on that pair (see [`connect_from_listening_port`]): the remote's SYN
@@ -433,7 +450,8 @@ fn refused_for_now(e: &io::Error) -> bool {
     )
 }
 
-/// The pause between a refusal and the next SYN, asked of tokio's timer: 0.5 to 1.5 ms, drawn
+/// The pause between a refusal from a host nearby ([`FAR_REFUSAL`]) and the next SYN, asked of
+/// tokio's timer: 0.5 to 1.5 ms, drawn
 /// at random. The timer counts whole milliseconds and rounds a deadline up to its next tick, so
 /// the next SYN leaves 1 to 3 ms after the refusal, about 2 ms on average (the benchmark's row
 /// 11 measures it: `docs/performance.md`). Long enough that 16 SYNs cover the skew between the
