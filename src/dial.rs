@@ -404,11 +404,17 @@ async fn resend(
     metrics: &Metrics,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     metrics.rst_retry();
-    if last_syn.elapsed() < FAR_REFUSAL {
-        tokio::time::sleep(refused_pause()).await;
+    if let Some(pause) = pause_after(last_syn.elapsed()) {
+        tokio::time::sleep(pause).await;
     }
     *last_syn = Instant::now();
     connect(config, remote, Some(bind)).await
+}
+
+/// The pause before the next SYN after a refusal that came `round_trip` after its SYN: none
+/// from across a WAN ([`FAR_REFUSAL`]), [`refused_pause`] from a host nearby.
+fn pause_after(round_trip: Duration) -> Option<Duration> {
+    (round_trip < FAR_REFUSAL).then(refused_pause)
 }
 
 /// A refusal that comes this long or longer after its SYN comes from across a WAN, and the next
@@ -511,5 +517,34 @@ fn with_addrs(e: io::Error, local: Option<SocketAddr>, remote: SocketAddr) -> io
     match local {
         Some(local) => error::context(e, format_args!("dial {remote} from {local}")),
         None => error::context(e, format_args!("dial {remote}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_syn_after_a_far_refusal_leaves_at_once_after_a_near_one_a_moment_later() {
+        for far in [
+            FAR_REFUSAL,
+            Duration::from_millis(40),
+            Duration::from_secs(1),
+        ] {
+            assert_eq!(pause_after(far), None, "{far:?}");
+        }
+        for near in [
+            Duration::ZERO,
+            Duration::from_micros(300),
+            Duration::from_millis(4),
+        ] {
+            for _ in 0..100 {
+                let pause = pause_after(near).expect("a pause after a near refusal");
+                assert!(
+                    (Duration::from_micros(500)..Duration::from_micros(1500)).contains(&pause),
+                    "{near:?}: {pause:?}"
+                );
+            }
+        }
     }
 }
