@@ -220,10 +220,10 @@ impl Config {
     /// from across a WAN, and the next SYN leaves at once: the remote's own SYN often comes
     /// right behind its NAT's RST, and meets our NAT's RST until our next SYN has left. A
     /// refusal that came sooner is from a host nearby, and the next SYN leaves 1 to 3 ms later
-    /// (at random, about 2 ms on average: tokio's timer counts whole milliseconds). The window spans the next
-    /// attempt of a go-libp2p peer that leads a hole punch and dialed first: it takes the first
-    /// refusal as final and tries again about 400 ms later, when our SYN in flight lets its new
-    /// SYN through our NAT (`docs/nat-zoo.md`, asymmetric paths).
+    /// (at random, about 2 ms on average: tokio's timer counts whole milliseconds). The window
+    /// spans the next attempt of a go-libp2p peer that leads a hole punch and dialed first: it
+    /// takes the first refusal as final and tries again about 400 ms later, when our SYN in
+    /// flight lets its new SYN through our NAT (`docs/nat-zoo.md`, asymmetric paths).
     /// Only dials from a listening port to a non-loopback address are retried (on loopback
     /// there is no NAT); a dial still refused then fails with the last refusal's error.
     ///

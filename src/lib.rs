@@ -64,7 +64,7 @@
 //!   Timeouts and unreachable networks are returned as they are, never retried.
 //! - A dial from a listening port that the remote side refuses with a RST or an ICMP rejection,
 //!   as a NAT or firewall that has not opened yet does in a hole punch, sends its next SYN from
-//!   the same port about 2 ms later:
+//!   the same port, at once across a WAN and about 2 ms later from a host nearby:
 //!   see [`Config::rst_retry_window`] (500 ms, at most 16 SYNs). The `metrics`
 //!   feature counts these SYNs (`rst_retries_total`). Meanwhile the dial claims its pair: a
 //!   connection from that remote that its listener accepts on the same pair (the other side's
