@@ -7,7 +7,10 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -69,6 +72,9 @@ pub(crate) struct Lease {
     pub(super) held: bool,
     /// Whether [`Lease::orphan`] handed the pair to the table: dropping then leaves it there.
     pub(super) orphaned: bool,
+    /// Whether the dial on this lease has claimed its pair ([`Lease::claim`]): only then can
+    /// dials wait for it ([`ReuseTable::after_refused_dial`] finds them through the claim).
+    pub(super) claimed: AtomicBool,
     /// The table's [`closes_at_once`](super::table::Table::closes_at_once), fixed when the
     /// transport is created.
     pub(super) closes_at_once: bool,
@@ -84,6 +90,7 @@ impl Lease {
     pub(crate) fn claim(&self) -> Claim {
         let (sender, receiver) = oneshot::channel();
         let key = (self.local, self.remote);
+        self.claimed.store(true, Ordering::Relaxed);
         self.table.lock().claims.insert(key, sender);
         Claim {
             table: self.table.clone(),
@@ -128,9 +135,12 @@ impl Lease {
 
     /// Wakes the dials that wait for this lease's dial to end
     /// ([`ReuseTable::after_refused_dial`]): it connected, and the pair is its connection's.
-    /// (A lease dropped, or a dial kept by [`Lease::park`], wakes them too.)
+    /// (A lease dropped, or a dial kept by [`Lease::park`], wakes them too.) A dial that never
+    /// claimed its pair has none, and takes no lock here.
     pub(crate) fn connected(&self) {
-        self.table.lock().wake_waiting(&(self.local, self.remote));
+        if self.claimed.load(Ordering::Relaxed) {
+            self.table.lock().wake_waiting(&(self.local, self.remote));
+        }
     }
 
     /// Keeps `connecting`, this lease's dial given up before it connected, half-open for

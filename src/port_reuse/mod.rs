@@ -41,7 +41,7 @@ use std::{
     collections::HashSet,
     fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::AtomicBool},
     time::Duration,
 };
 
@@ -404,6 +404,7 @@ impl ReuseTable {
             remote,
             held: false,
             orphaned: false,
+            claimed: AtomicBool::new(false),
             closes_at_once,
         }
     }
