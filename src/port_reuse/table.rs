@@ -58,6 +58,9 @@ impl From<Endpoint> for SocketAddr {
     }
 }
 
+/// The fewest entries [`Table::orphans`] drops its stale ones at.
+pub(super) const ORPHANS_COMPACT_MIN: usize = 1024;
+
 /// A connection's (local, remote) pair.
 pub(super) type PairKey = (Endpoint, Endpoint);
 
@@ -99,8 +102,13 @@ pub(super) struct Table {
     /// to one of them looks at its listener's accept queue first (see [`Sources`]).
     pub(super) sources: Sources,
     /// The orphaned pairs in the order they were orphaned, with when they expire and the lease
-    /// that orphaned them: [`Self::expire`] removes them from `pairs` once due.
+    /// that orphaned them: [`Self::expire`] removes them from `pairs` once due. An entry whose
+    /// pair a dial has taken over since (a finishing pair the kernel was done with) is stale;
+    /// [`Self::orphan`] drops the stale ones once the queue reaches `compact_at`.
     orphans: VecDeque<(Instant, PairKey, u64)>,
+    /// The length of [`Self::orphans`] at which [`Self::orphan`] drops its stale entries: twice
+    /// what the last such pass left, at least [`ORPHANS_COMPACT_MIN`].
+    compact_at: usize,
     /// How many closing connections keep their socket open now (leases that called `closing`
     /// and are neither dropped nor orphaned).
     pub(super) held: usize,
@@ -138,6 +146,7 @@ impl Default for Table {
             parked: HashMap::new(),
             sources: Sources::default(),
             orphans: VecDeque::new(),
+            compact_at: ORPHANS_COMPACT_MIN,
             held: 0,
             max_held: usize::MAX,
             orphan_hold: Duration::from_secs(61),
@@ -275,8 +284,30 @@ impl Table {
             } else {
                 Pair::Orphaned(id, until)
             };
+            if self.orphans.len() >= self.compact_at {
+                self.drop_stale_orphans();
+            }
             self.orphans.push_back((until, key, id));
         }
+    }
+
+    /// Drops the entries of [`Self::orphans`] whose pair no longer has the lease that orphaned
+    /// it. A dial that takes over a finishing pair leaves its entry behind, and a node that
+    /// drops and redials the same remote keeps doing so: without this pass the queue would hold
+    /// every pair orphaned in the last [`Self::orphan_hold`] (61 s at thousands a second), and
+    /// every prune would walk it. Run when the queue doubles, so amortized constant time per
+    /// entry; the queue holds at most about twice the orphaned pairs in the table.
+    fn drop_stale_orphans(&mut self) {
+        let pairs = &self.pairs;
+        self.orphans
+            .retain(|(_, key, id)| pairs.get(key).is_some_and(|pair| pair.lease() == *id));
+        self.compact_at = (2 * self.orphans.len()).max(ORPHANS_COMPACT_MIN);
+    }
+
+    /// How many entries [`Self::orphans`] holds, stale ones included.
+    #[cfg(test)]
+    pub(super) fn orphan_entries(&self) -> usize {
+        self.orphans.len()
     }
 
     /// Removes the [`Pair::Finishing`] pairs closed before `before` that the kernel, asked at

@@ -140,3 +140,32 @@ fn a_dump_spaces_the_prunes_by_its_cost() {
         PRUNE_INTERVAL_MAX
     );
 }
+
+/// A node that drops its connection to a remote before the remote closes and dials it again
+/// (row 2 of the benchmark, at thousands a second) takes over the finishing pair each time the
+/// kernel is done with it: the orphan queue drops the entries those takeovers leave behind, so
+/// it stays near the number of orphaned pairs (one here) instead of holding every pair
+/// orphaned in the last 61 s.
+#[test]
+fn redialing_a_finishing_pair_leaves_no_growing_orphan_queue() {
+    let table = ReuseTable::new(true).closing_at_once(true);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let local = listener.local_addr().unwrap();
+    let _registration = table.register(local);
+    // Nothing listens there: the kernel holds nothing for the pair, so it is free at once.
+    let remote = "127.0.0.2:9".parse().unwrap();
+    let dials = 5 * table::ORPHANS_COMPACT_MIN;
+    for _ in 0..dials {
+        let lease = table
+            .reserve(remote, Ipv4Addr::LOCALHOST.into())
+            .expect("the kernel is done with the pair: it is taken over");
+        assert_eq!(lease.local(), local);
+        drop(lease.finishing());
+    }
+    assert_eq!(finishing_pairs(&table), 1, "the last connection's pair");
+    let entries = table.lock().orphan_entries();
+    assert!(
+        entries <= 2 * table::ORPHANS_COMPACT_MIN,
+        "{entries} orphan entries after {dials} dials on one pair"
+    );
+}
