@@ -394,7 +394,8 @@ impl ReuseTable {
         let (local, remote) = (Endpoint::from(local), Endpoint::from(remote));
         let id = table.next_lease;
         table.next_lease += 1;
-        table.pairs.insert((local, remote), pair(id));
+        let replaced = table.pairs.insert((local, remote), pair(id));
+        table.taken_over(replaced);
         let closes_at_once = table.closes_at_once;
         drop(table);
         Lease {

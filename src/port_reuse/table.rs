@@ -58,7 +58,7 @@ impl From<Endpoint> for SocketAddr {
     }
 }
 
-/// The fewest entries [`Table::orphans`] drops its stale ones at.
+/// The fewest stale entries [`Table::orphans`] drops its stale ones at.
 pub(super) const ORPHANS_COMPACT_MIN: usize = 1024;
 
 /// A connection's (local, remote) pair.
@@ -104,11 +104,11 @@ pub(super) struct Table {
     /// The orphaned pairs in the order they were orphaned, with when they expire and the lease
     /// that orphaned them: [`Self::expire`] removes them from `pairs` once due. An entry whose
     /// pair a dial has taken over since (a finishing pair the kernel was done with) is stale;
-    /// [`Self::orphan`] drops the stale ones once the queue reaches `compact_at`.
+    /// [`Self::orphan`] drops the stale ones once they are many ([`Self::taken_over`]).
     orphans: VecDeque<(Instant, PairKey, u64)>,
-    /// The length of [`Self::orphans`] at which [`Self::orphan`] drops its stale entries: twice
-    /// what the last such pass left, at least [`ORPHANS_COMPACT_MIN`].
-    compact_at: usize,
+    /// How many orphaned pairs dials have taken over since the last pass over
+    /// [`Self::orphans`]: at most that many stale entries in it.
+    stale: usize,
     /// How many closing connections keep their socket open now (leases that called `closing`
     /// and are neither dropped nor orphaned).
     pub(super) held: usize,
@@ -146,7 +146,7 @@ impl Default for Table {
             parked: HashMap::new(),
             sources: Sources::default(),
             orphans: VecDeque::new(),
-            compact_at: ORPHANS_COMPACT_MIN,
+            stale: 0,
             held: 0,
             max_held: usize::MAX,
             orphan_hold: Duration::from_secs(61),
@@ -284,10 +284,18 @@ impl Table {
             } else {
                 Pair::Orphaned(id, until)
             };
-            if self.orphans.len() >= self.compact_at {
+            if self.stale >= ORPHANS_COMPACT_MIN && 2 * self.stale >= self.orphans.len() {
                 self.drop_stale_orphans();
             }
             self.orphans.push_back((until, key, id));
+        }
+    }
+
+    /// Records that a dial took over `replaced`, the pair it now holds: an orphaned pair's
+    /// entry in [`Self::orphans`] becomes stale.
+    pub(super) fn taken_over(&mut self, replaced: Option<Pair>) {
+        if matches!(replaced, Some(Pair::Orphaned(..) | Pair::Finishing(..))) {
+            self.stale += 1;
         }
     }
 
@@ -295,13 +303,15 @@ impl Table {
     /// it. A dial that takes over a finishing pair leaves its entry behind, and a node that
     /// drops and redials the same remote keeps doing so: without this pass the queue would hold
     /// every pair orphaned in the last [`Self::orphan_hold`] (61 s at thousands a second), and
-    /// every prune would walk it. Run when the queue doubles, so amortized constant time per
-    /// entry; the queue holds at most about twice the orphaned pairs in the table.
+    /// every prune would walk it. Run once at least half the queue and
+    /// [`ORPHANS_COMPACT_MIN`] entries may be stale, so amortized constant time per takeover,
+    /// and never where no dial takes a pair over (accepted connections whose remotes do not
+    /// dial again).
     fn drop_stale_orphans(&mut self) {
         let pairs = &self.pairs;
         self.orphans
             .retain(|(_, key, id)| pairs.get(key).is_some_and(|pair| pair.lease() == *id));
-        self.compact_at = (2 * self.orphans.len()).max(ORPHANS_COMPACT_MIN);
+        self.stale = 0;
     }
 
     /// How many entries [`Self::orphans`] holds, stale ones included.
