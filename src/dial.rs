@@ -32,9 +32,10 @@ use crate::{
 pub(crate) struct Reuse {
     pub(crate) table: ReuseTable,
     pub(crate) reaper: Arc<Reaper>,
-    /// Whether this is the dial of a hole punch that overrides the role (`DialOpts::role` is
-    /// `Endpoint::Listener`: DCUtR's dial on the side that leads the punch), whose refusal
-    /// outlives its window ([`refused_tail`]).
+    /// Whether this looks like the dial of a hole punch, whose refusal outlives its window
+    /// ([`refused_tail`]): it overrides the role (`DialOpts::role` is `Endpoint::Listener`:
+    /// DCUtR's dial on the side that leads the punch), or it goes to a peer this process holds a
+    /// relayed connection with ([`crate::relayed`]: DCUtR's dial on the other side).
     pub(crate) punch: bool,
 }
 

@@ -243,6 +243,7 @@ mod metrics;
 mod multiaddr;
 mod origin;
 mod port_reuse;
+mod relayed;
 mod route;
 mod shared;
 mod socket;

@@ -26,7 +26,7 @@ use crate::{
     metrics::Metrics,
     multiaddr,
     port_reuse::{Registration, ReuseTable},
-    socket,
+    relayed, socket,
     stream::OnDrop,
     sys::{PLATFORM, Role},
 };
@@ -286,7 +286,7 @@ impl libp2p_core::Transport for Transport {
         let reuse = (opts.port_use == PortUse::Reuse).then(|| Reuse {
             table: self.port_reuse.clone(),
             reaper: self.reaper.clone(),
-            punch: opts.role == Endpoint::Listener,
+            punch: opts.role == Endpoint::Listener || relayed::to_relayed_peer(&addr),
         });
         Ok(Box::pin(dial::dial(
             self.config.clone(),

@@ -7,7 +7,7 @@
 mod observed;
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     fmt,
     ops::{Deref, DerefMut},
     task::{Context, Poll},
@@ -23,13 +23,13 @@ use libp2p_identity::PeerId;
 use libp2p_swarm::{
     ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, ListenerClosed, NetworkBehaviour,
     NewListenAddr, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-    behaviour::ListenAddresses,
+    behaviour::{ConnectionEstablished, ListenAddresses},
 };
 
 use self::observed::{Observed, dialed_from_listening_port};
 use crate::{
     diagnostics::{self, DialSource},
-    multiaddr,
+    multiaddr, relayed,
 };
 
 /// libp2p-identify's [`Behaviour`](libp2p_identify::Behaviour), which it wraps and delegates
@@ -99,6 +99,19 @@ use crate::{
 /// };
 /// ```
 ///
+/// # Hole punches from both sides
+///
+/// In a hole punch (DCUtR) the two peers dial each other at about the same time; where a NAT
+/// answers a SYN that comes too early with a RST, this crate's dial from the listening port
+/// sends its next SYN from the same port, within
+/// [`Config::rst_retry_window`](crate::Config::rst_retry_window). The dial of the side that
+/// leads the punch (its role overridden) then goes on sending SYNs for a while after it failed,
+/// for DCUtR's next attempt to take over. `Identify` also tells this crate's transports which
+/// peers the swarm holds relayed connections with (`/p2p-circuit`, seen in
+/// `ConnectionEstablished`), so that a plain dial to one of them, DCUtR's dial on the other
+/// side of the punch, does the same. Dials to other peers fail when their window ends. The
+/// list is the process's: every transport of this crate in it reads it.
+///
 /// # Diagnostics
 ///
 /// Seeing every listening address of the swarm, whichever transport it belongs to, `Identify`
@@ -131,6 +144,8 @@ pub struct Identify {
     candidates: VecDeque<Multiaddr>,
     /// Whether a dial before `listen_on` was reported (once per behaviour).
     warned_not_listening: bool,
+    /// The open relayed connections, entered in the process's list while they are.
+    relayed: Relayed,
 }
 
 impl Identify {
@@ -143,6 +158,7 @@ impl Identify {
             checked: HashSet::new(),
             candidates: VecDeque::new(),
             warned_not_listening: false,
+            relayed: Relayed::default(),
         }
     }
 
@@ -158,6 +174,33 @@ impl Identify {
         }
         if let Some((tcp, bare)) = multiaddr::tcp_prefix(addr) {
             diagnostics::check_listen_addr(tcp, bare, addr);
+        }
+    }
+}
+
+/// The relayed connections one [`Identify`] entered in [`crate::relayed`], taken out again when
+/// it drops.
+#[derive(Debug, Default)]
+struct Relayed(HashMap<ConnectionId, PeerId>);
+
+impl Relayed {
+    fn opened(&mut self, connection: ConnectionId, peer: PeerId) {
+        if self.0.insert(connection, peer).is_none() {
+            relayed::opened(peer);
+        }
+    }
+
+    fn closed(&mut self, connection: ConnectionId) {
+        if let Some(peer) = self.0.remove(&connection) {
+            relayed::closed(peer);
+        }
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        for (_, peer) in self.0.drain() {
+            relayed::closed(peer);
         }
     }
 }
@@ -271,8 +314,15 @@ impl NetworkBehaviour for Identify {
             FromSwarm::ListenerClosed(ListenerClosed { listener_id, .. }) => {
                 self.checked.remove(&listener_id);
             }
+            FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            }) if endpoint.is_relayed() => self.relayed.opened(connection_id, peer_id),
             FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) => {
                 self.observed.closed(connection_id);
+                self.relayed.closed(connection_id);
             }
             _ => {}
         }
@@ -314,5 +364,90 @@ impl NetworkBehaviour for Identify {
             cx.waker().wake_by_ref();
         }
         Poll::Ready(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p_core::ConnectedPoint;
+    use libp2p_identity::Keypair;
+
+    use super::*;
+
+    fn identify() -> Identify {
+        let key = Keypair::generate_ed25519();
+        Identify::new(identify::Behaviour::new(identify::Config::new(
+            "/test/1".into(),
+            key.public(),
+        )))
+    }
+
+    fn dialed(address: String) -> ConnectedPoint {
+        ConnectedPoint::Dialer {
+            address: address.parse().expect("multiaddr"),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        }
+    }
+
+    fn established(identify: &mut Identify, peer: PeerId, id: usize, endpoint: &ConnectedPoint) {
+        identify.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+            peer_id: peer,
+            connection_id: ConnectionId::new_unchecked(id),
+            endpoint,
+            failed_addresses: &[],
+            other_established: 0,
+        }));
+    }
+
+    fn closed(identify: &mut Identify, peer: PeerId, id: usize, endpoint: &ConnectedPoint) {
+        identify.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id: peer,
+            connection_id: ConnectionId::new_unchecked(id),
+            endpoint,
+            cause: None,
+            remaining_established: 0,
+        }));
+    }
+
+    /// Whether a dial to `peer`'s address would get a hole punch's tail.
+    fn relayed(peer: PeerId) -> bool {
+        let addr = format!("/ip4/192.0.2.7/tcp/4001/p2p/{peer}");
+        relayed::to_relayed_peer(&addr.parse().expect("multiaddr"))
+    }
+
+    #[test]
+    fn relayed_connections_are_entered_while_open() {
+        let (relay, peer, direct) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut identify = identify();
+        let circuit = dialed(format!(
+            "/ip4/192.0.2.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{peer}"
+        ));
+        let inbound_circuit = ConnectedPoint::Listener {
+            local_addr: format!("/ip4/192.0.2.1/tcp/4001/p2p/{relay}/p2p-circuit")
+                .parse()
+                .expect("multiaddr"),
+            send_back_addr: format!("/p2p/{peer}").parse().expect("multiaddr"),
+        };
+        let tcp = dialed("/ip4/192.0.2.9/tcp/4001".into());
+
+        established(&mut identify, direct, 1, &tcp);
+        assert!(!relayed(direct), "a direct connection is not entered");
+        established(&mut identify, peer, 2, &circuit);
+        established(&mut identify, peer, 3, &inbound_circuit);
+        assert!(relayed(peer));
+        assert!(!relayed(relay), "the relay's own connection is direct");
+        closed(&mut identify, peer, 2, &circuit);
+        assert!(relayed(peer), "the inbound circuit is still open");
+        closed(&mut identify, peer, 3, &inbound_circuit);
+        assert!(!relayed(peer), "both closed");
+
+        established(&mut identify, peer, 4, &circuit);
+        assert!(relayed(peer));
+        drop(identify);
+        assert!(
+            !relayed(peer),
+            "a dropped behaviour takes its connections out"
+        );
     }
 }

@@ -1,8 +1,11 @@
 //! The node the scenarios run in a namespace: this crate's transport driven by commands on
 //! standard input, reporting on standard output one `WORD key=value...` line per fact.
 //!
-//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new|punch [ms]` (`punch`: from a
-//! listening port with the role overridden, as DCUtR's dial), `dialbg <ip:port> [ms]` (a
+//! Commands: `listen <multiaddr>`, `dial <ip:port> reuse|new|punch|peer [ms]` (`punch`: from a
+//! listening port with the role overridden, as DCUtR's dial; `peer`: from a listening port, to
+//! the address with `/p2p/<the peer>` appended, as the swarm dials), `relayed on|off` (an
+//! [`Identify`] sees a relayed connection with the peer of `peer` dials open, or close),
+//! `dialbg <ip:port> [ms]` (a
 //! dial from a listening port that runs in the background), `source <ip:port>`,
 //! `cycles <ip:port> <n>` (client-first dial/echo/close cycles), `quit`. A dial gives up after
 //! `ms` milliseconds (10 s when not given), dropping its future as a swarm does with a dial it
@@ -21,12 +24,21 @@ use std::{
 };
 
 use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{
+    PeerId, identify,
+    identity::Keypair,
+    swarm::{
+        ConnectionId, NetworkBehaviour as _,
+        behaviour::{ConnectionClosed, ConnectionEstablished, FromSwarm},
+    },
+};
+use libp2p_core::ConnectedPoint;
 use libp2p_core::{
     Endpoint, Multiaddr, Transport as _,
     multiaddr::Protocol,
     transport::{DialOpts, ListenerId, PortUse, TransportEvent},
 };
-use libp2p_reuseport::{Config, TcpStream, Transport};
+use libp2p_reuseport::{Config, Identify, TcpStream, Transport};
 use tokio::io::AsyncBufReadExt;
 
 fn socket_addr(addr: &Multiaddr) -> String {
@@ -50,13 +62,13 @@ fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
 
 async fn dial(
     transport: &mut Transport,
-    remote: SocketAddr,
+    addr: Multiaddr,
     (role, port_use): (Endpoint, PortUse),
     limit: Duration,
 ) -> std::io::Result<TcpStream> {
     let opts = DialOpts { role, port_use };
     let future = transport
-        .dial(to_multiaddr(remote), opts)
+        .dial(addr, opts)
         .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     tokio::time::timeout(limit, future)
         .await
@@ -74,7 +86,7 @@ fn limit(ms: Option<&&str>) -> Duration {
 async fn cycle(transport: &mut Transport, remote: SocketAddr) -> std::io::Result<(bool, Duration)> {
     let started = Instant::now();
     let opts = (Endpoint::Dialer, PortUse::Reuse);
-    let mut stream = dial(transport, remote, opts, limit(None)).await?;
+    let mut stream = dial(transport, to_multiaddr(remote), opts, limit(None)).await?;
     let took = started.elapsed();
     stream.write_all(b"x").await?;
     let mut byte = [0];
@@ -138,6 +150,22 @@ async fn run() {
         config = config.given_up_dial_window(Duration::from_millis(ms));
     }
     let mut transport = Transport::new(config);
+    // The peer of `peer` dials, and what a swarm's `Identify` would see of a relayed connection
+    // with it (no relay runs: only the connection's events).
+    let peer = PeerId::random();
+    let key = Keypair::generate_ed25519();
+    let mut identify = Identify::new(identify::Behaviour::new(identify::Config::new(
+        "/node/1".into(),
+        key.public(),
+    )));
+    let relay = PeerId::random();
+    let circuit = ConnectedPoint::Dialer {
+        address: format!("/ip4/192.0.2.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{peer}")
+            .parse()
+            .expect("multiaddr"),
+        role_override: Endpoint::Dialer,
+        port_use: PortUse::Reuse,
+    };
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut held = Vec::new();
     loop {
@@ -192,7 +220,11 @@ async fn run() {
                     "punch" => (Endpoint::Listener, PortUse::Reuse),
                     _ => (Endpoint::Dialer, PortUse::Reuse),
                 };
-                match dial(&mut transport, remote, opts, limit(ms.first())).await {
+                let mut addr = to_multiaddr(remote);
+                if *how == "peer" {
+                    addr.push(Protocol::P2p(peer));
+                }
+                match dial(&mut transport, addr, opts, limit(ms.first())).await {
                     Ok(stream) => {
                         report_dialed(remote, &stream);
                         held.push(stream);
@@ -260,6 +292,26 @@ async fn run() {
                     p50.as_micros(),
                     max.as_micros()
                 );
+            }
+            ["relayed", "on"] => {
+                identify.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                    peer_id: peer,
+                    connection_id: ConnectionId::new_unchecked(1),
+                    endpoint: &circuit,
+                    failed_addresses: &[],
+                    other_established: 0,
+                }));
+                println!("RELAYED open");
+            }
+            ["relayed", "off"] => {
+                identify.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+                    peer_id: peer,
+                    connection_id: ConnectionId::new_unchecked(1),
+                    endpoint: &circuit,
+                    cause: None,
+                    remaining_established: 0,
+                }));
+                println!("RELAYED closed");
             }
             ["quit"] => return,
             _ => println!("ERROR unknown command {line}"),

@@ -547,9 +547,13 @@ fn zoo_table(runs: usize, cells: &[String], wans: &[String]) -> Vec<String> {
 /// after which the listener there answers. A hole punch's dial (the role overridden, as
 /// DCUtR's) refused throughout its 16 SYNs fails, and its SYNs go on in the background, up to
 /// 64 more: to port 5002, which refuses 40 SYNs (16 and 24 more), the 41st connects, and the
-/// next such dial takes that connection over. A second dial to the same remote while the first
-/// is refused and trying again (as DCUtR's next attempt's may) waits for it, then leaves from
-/// the listening port too, not from an ephemeral one: to port 5003, which refuses 24 SYNs.
+/// next such dial takes that connection over. A plain dial to a peer with which a relayed
+/// connection is open (as `Identify` sees it: DCUtR's dial on the side that does not lead) does
+/// the same, to port 5004 (40 SYNs refused); once that connection closed, a plain dial to the
+/// peer fails after its 16 SYNs again (port 5005, nothing listening). A second dial to the same
+/// remote while the first is refused and trying again (as DCUtR's next attempt's may) waits for
+/// it, then leaves from the listening port too, not from an ephemeral one: to port 5003, which
+/// refuses 24 SYNs.
 fn rst_retries() -> Vec<String> {
     let (net, x, y) = pair();
     net.nft(
@@ -564,6 +568,9 @@ fn rst_retries() -> Vec<String> {
     tcp dport 5002 tcp flags & (syn | ack) == syn quota until 2400 bytes reject with tcp reset
     tcp dport 5003 tcp flags & (syn | ack) == syn counter
     tcp dport 5003 tcp flags & (syn | ack) == syn quota until 1440 bytes reject with tcp reset
+    tcp dport 5004 tcp flags & (syn | ack) == syn counter
+    tcp dport 5004 tcp flags & (syn | ack) == syn quota until 2400 bytes reject with tcp reset
+    tcp dport 5005 tcp flags & (syn | ack) == syn counter
   }
 }
 ",
@@ -573,6 +580,7 @@ fn rst_retries() -> Vec<String> {
     ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5001", "LISTEN");
     ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5002", "LISTEN");
     ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5003", "LISTEN");
+    ask(&mut peer, "listen /ip4/10.0.7.2/tcp/5004", "LISTEN");
     let mut report = Vec::new();
 
     let mut host = node(&x, "x");
@@ -624,6 +632,42 @@ fn rst_retries() -> Vec<String> {
     report.push(format!(
         "a hole punch's dial refused throughout: {refused}; {sent} SYNs in all, the last \
          accepted from {from}; the next punch's dial: {taken}"
+    ));
+
+    ask(&mut host, "relayed on", "RELAYED");
+    let refused = ask(&mut host, "dial 10.0.7.2:5004 peer", "DIAL");
+    assert!(
+        refused.starts_with("DIALFAIL") && refused.contains("refused"),
+        "{refused}"
+    );
+    let from = field(&peer.expect("INCOMING", T), "from").to_string();
+    assert_eq!(
+        from, "10.0.7.1:4001",
+        "the SYNs after the failure are the dial's"
+    );
+    let sent = syns(5004);
+    assert_eq!(sent, 41, "40 refused SYNs, then the one the listener took");
+    let taken = ask(&mut host, "dial 10.0.7.2:5004 peer", "DIAL");
+    assert!(taken.starts_with("DIALED"), "{taken}");
+    assert_eq!(field(&taken, "local"), "10.0.7.1:4001", "{taken}");
+    assert_eq!(syns(5004), 41, "taken over: no new SYN");
+    ask(&mut host, "relayed off", "RELAYED");
+    let plain = ask(&mut host, "dial 10.0.7.2:5005 peer", "DIAL");
+    assert!(
+        plain.starts_with("DIALFAIL") && plain.contains("refused"),
+        "{plain}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        syns(5005),
+        16,
+        "no SYN after the failure: the relayed connection closed"
+    );
+    report.push(format!(
+        "a plain dial to a peer with a relayed connection, refused throughout: {refused}; \
+         {sent} SYNs in all, the last accepted from {from}; the next dial: {taken}; once the \
+         relayed connection closed, {} SYNs",
+        syns(5005)
     ));
 
     // Its 16 SYNs take about 30 ms here: the second dial starts while the first is refused.
