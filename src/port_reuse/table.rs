@@ -58,7 +58,8 @@ impl From<Endpoint> for SocketAddr {
     }
 }
 
-/// The fewest stale entries [`Table::orphans`] drops its stale ones at.
+/// How many entries of [`Table::orphans`] must be stale, at the least, before a pass drops them
+/// ([`Table::drop_stale_orphans`]).
 pub(super) const ORPHANS_COMPACT_MIN: usize = 1024;
 
 /// A connection's (local, remote) pair.
