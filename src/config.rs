@@ -234,7 +234,7 @@ impl Config {
     /// pair to take over. A go-libp2p peer dials as soon as it reads our `Sync`, before our own
     /// next dial leaves: a SYN of ours still in flight lets its SYN through our NAT (a
     /// simultaneous open). The other side's dial in a hole punch is a plain one; with
-    /// [`Identify`](crate::Identify) in the swarm, a plain dial to a peer the swarm holds a
+    /// `Identify` in the swarm (feature `identify`), a plain dial to a peer the swarm holds a
     /// relayed connection with (`/p2p-circuit`) gets the same 2 s, since DCUtR punches only to
     /// such peers: the go-libp2p peer that leads a punch tries again about 400 ms to 650 ms
     /// after its first attempt, past our dial's window. `Duration::ZERO` turns this off as well.
