@@ -608,49 +608,11 @@ fn rst_retries() -> Vec<String> {
         "refused four times, then listening: {sent} SYNs, {dialed}; the peer saw it from {from}"
     ));
 
-    let refused = ask(&mut host, "dial 10.0.7.2:5002 punch", "DIAL");
-    assert!(
-        refused.starts_with("DIALFAIL") && refused.contains("refused"),
-        "{refused}"
-    );
-    let from = field(&peer.expect("INCOMING", T), "from").to_string();
-    assert_eq!(
-        from, "10.0.7.1:4001",
-        "the SYNs after the failure are the dial's"
-    );
-    let sent = syns(5002);
-    assert_eq!(sent, 41, "40 refused SYNs, then the one the listener took");
-    let taken = ask(&mut host, "dial 10.0.7.2:5002 punch", "DIAL");
-    assert!(taken.starts_with("DIALED"), "{taken}");
-    assert_eq!(field(&taken, "local"), "10.0.7.1:4001", "{taken}");
-    assert_eq!(syns(5002), 41, "taken over: no new SYN");
-    assert!(
-        peer.wait_for("INCOMING", Duration::from_millis(500))
-            .is_none(),
-        "one connection"
-    );
-    report.push(format!(
-        "a hole punch's dial refused throughout: {refused}; {sent} SYNs in all, the last \
-         accepted from {from}; the next punch's dial: {taken}"
-    ));
+    let punch = tail_taken_over(&mut host, &mut peer, &y, 5002, "punch");
+    report.push(format!("a hole punch's dial refused throughout: {punch}"));
 
     ask(&mut host, "relayed on", "RELAYED");
-    let refused = ask(&mut host, "dial 10.0.7.2:5004 peer", "DIAL");
-    assert!(
-        refused.starts_with("DIALFAIL") && refused.contains("refused"),
-        "{refused}"
-    );
-    let from = field(&peer.expect("INCOMING", T), "from").to_string();
-    assert_eq!(
-        from, "10.0.7.1:4001",
-        "the SYNs after the failure are the dial's"
-    );
-    let sent = syns(5004);
-    assert_eq!(sent, 41, "40 refused SYNs, then the one the listener took");
-    let taken = ask(&mut host, "dial 10.0.7.2:5004 peer", "DIAL");
-    assert!(taken.starts_with("DIALED"), "{taken}");
-    assert_eq!(field(&taken, "local"), "10.0.7.1:4001", "{taken}");
-    assert_eq!(syns(5004), 41, "taken over: no new SYN");
+    let relayed = tail_taken_over(&mut host, &mut peer, &y, 5004, "peer");
     ask(&mut host, "relayed off", "RELAYED");
     let plain = ask(&mut host, "dial 10.0.7.2:5005 peer", "DIAL");
     assert!(
@@ -664,9 +626,8 @@ fn rst_retries() -> Vec<String> {
         "no SYN after the failure: the relayed connection closed"
     );
     report.push(format!(
-        "a plain dial to a peer with a relayed connection, refused throughout: {refused}; \
-         {sent} SYNs in all, the last accepted from {from}; the next dial: {taken}; once the \
-         relayed connection closed, {} SYNs",
+        "a plain dial to a peer with a relayed connection, refused throughout: {relayed}; once \
+         the relayed connection closed, {} SYNs",
         syns(5005)
     ));
 
@@ -707,6 +668,36 @@ fn rst_retries() -> Vec<String> {
     assert_eq!(total, 17, "one more SYN with the window at zero");
     report.push(format!("window zero: 1 SYN, then {refused}"));
     report
+}
+
+/// In [`rst_retries`]: a dial from host x's listening port 4001 (`how`, a node's dial command)
+/// to y's `port`, whose firewall refuses its first 40 SYNs, fails after its window, and its SYNs
+/// go on: the 41st connects, and the next such dial takes that connection over without a SYN
+/// of its own. Returns what the two dials reported.
+fn tail_taken_over(host: &mut Proc, peer: &mut Proc, y: &str, port: u16, how: &str) -> String {
+    let refused = ask(host, &format!("dial 10.0.7.2:{port} {how}"), "DIAL");
+    assert!(
+        refused.starts_with("DIALFAIL") && refused.contains("refused"),
+        "{refused}"
+    );
+    let from = field(&peer.expect("INCOMING", T), "from").to_string();
+    assert_eq!(
+        from, "10.0.7.1:4001",
+        "the SYNs after the failure are the dial's"
+    );
+    let syns = || counted(y, "syns", &format!("dport {port}"));
+    let sent = syns();
+    assert_eq!(sent, 41, "40 refused SYNs, then the one the listener took");
+    let taken = ask(host, &format!("dial 10.0.7.2:{port} {how}"), "DIAL");
+    assert!(taken.starts_with("DIALED"), "{taken}");
+    assert_eq!(field(&taken, "local"), "10.0.7.1:4001", "{taken}");
+    assert_eq!(syns(), 41, "taken over: no new SYN");
+    assert!(
+        peer.wait_for("INCOMING", Duration::from_millis(500))
+            .is_none(),
+        "one connection"
+    );
+    format!("{refused}; {sent} SYNs in all, the last accepted from {from}; the next dial: {taken}")
 }
 
 /// Hosts x and y (with `x_addrs` and `y_addrs`) on the delay line, 1 ms each way, and
