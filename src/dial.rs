@@ -306,7 +306,13 @@ async fn connect_from_listening_port(
                 tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
                 attempts += 1;
                 let claim = claim.get_or_insert_with(|| lease.claim());
-                let attempt = pin!(resend(config, remote, bind, &mut last_syn, metrics));
+                let attempt = pin!(resend(
+                    config,
+                    remote,
+                    bind,
+                    (&mut last_syn, e.kind()),
+                    metrics
+                ));
                 result = match future::select(claim, attempt).await {
                     Either::Left((io, _)) => return Ok(claimed(io, local, remote)),
                     Either::Right((result, _)) => result,
@@ -319,8 +325,13 @@ async fn connect_from_listening_port(
                     && !config.rst_retry_window.is_zero() =>
             {
                 tracing::debug!(%local, %remote, attempts, "a hole punch's dial still refused when its window ended: failing it, its SYNs go on for the next dial on the pair");
-                let retrying =
-                    refused_tail(config.clone(), remote, bind, last_syn, metrics.clone());
+                let retrying = refused_tail(
+                    config.clone(),
+                    remote,
+                    bind,
+                    (last_syn, e.kind()),
+                    metrics.clone(),
+                );
                 // A connection the last SYN makes waits for that dial as a given-up dial's does.
                 lease.park(Box::pin(retrying), remote, PUNCH_TAIL + CONNECTED_GRACE);
                 return Err(NotConnected::Failed(Step::Connect, e));
@@ -360,14 +371,14 @@ async fn refused_tail(
     config: Config,
     remote: SocketAddr,
     bind: SocketAddr,
-    mut last_syn: Instant,
+    (mut last_syn, mut refusal): (Instant, io::ErrorKind),
     metrics: Metrics,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     let started = Instant::now();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match resend(&config, remote, bind, &mut last_syn, &metrics).await {
+        match resend(&config, remote, bind, (&mut last_syn, refusal), &metrics).await {
             Err((Step::Connect, e))
                 if try_again(
                     &e,
@@ -375,7 +386,10 @@ async fn refused_tail(
                     (attempts, PUNCH_TAIL_ATTEMPTS),
                     started,
                     PUNCH_TAIL,
-                ) => {}
+                ) =>
+            {
+                refusal = e.kind();
+            }
             result => return result,
         }
     }
@@ -394,28 +408,39 @@ fn try_again(
     refused_for_now(e) && !remote.ip().is_loopback() && sent < most && started.elapsed() < window
 }
 
-/// The next SYN from `bind` to `remote` after a refusal of the one sent at `last_syn` (which
-/// it updates), counted as a retry: at once if the refusal came from across a WAN
-/// ([`FAR_REFUSAL`]), else after [`refused_pause`].
+/// The next SYN from `bind` to `remote` after `refusal` of the one sent at `last_syn` (which it
+/// updates), counted as a retry: at once if the refusal came from across a WAN
+/// ([`FAR_REFUSAL`]) or was an ICMP rejection, else after [`refused_pause`] ([`pause_after`]).
 async fn resend(
     config: &Config,
     remote: SocketAddr,
     bind: SocketAddr,
-    last_syn: &mut Instant,
+    (last_syn, refusal): (&mut Instant, io::ErrorKind),
     metrics: &Metrics,
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     metrics.rst_retry();
-    if let Some(pause) = pause_after(last_syn.elapsed()) {
+    if let Some(pause) = pause_after(last_syn.elapsed(), refusal) {
         tokio::time::sleep(pause).await;
     }
     *last_syn = Instant::now();
     connect(config, remote, Some(bind)).await
 }
 
-/// The pause before the next SYN after a refusal that came `round_trip` after its SYN: none
-/// from across a WAN ([`FAR_REFUSAL`]), [`refused_pause`] from a host nearby.
-fn pause_after(round_trip: Duration) -> Option<Duration> {
-    (round_trip < FAR_REFUSAL).then(refused_pause)
+/// The pause before the next SYN after `refusal`, which came `round_trip` after its SYN: none
+/// from across a WAN ([`FAR_REFUSAL`]), none after an ICMP rejection, [`refused_pause`] after a
+/// RST from a host nearby.
+///
+/// An ICMP rejection leaves our NAT's mapping open, so the remote's own SYN may pass it at any
+/// moment, and only a socket of ours in SYN_SENT answers it in a way our NAT lets through: a
+/// simultaneous open, whose SYN-ACK carries the sequence number of the SYN our NAT saw last.
+/// Between two SYNs the SYN reaches our listener instead. The claim hands that connection to
+/// the dial ([`connect_from_listening_port`]), and behind a firewall it works, but a Linux NAT
+/// has tracked our first SYN's sequence number and never lets the listener's SYN-ACK and data
+/// through: its entry stays in SYN_SENT2 (`docs/nat-zoo.md`, `prohibited-listen-side`). A pause
+/// would leave the pair without a socket in SYN_SENT most of the time a round trip that short.
+fn pause_after(round_trip: Duration, refusal: io::ErrorKind) -> Option<Duration> {
+    let rst = refusal == io::ErrorKind::ConnectionRefused;
+    (rst && round_trip < FAR_REFUSAL).then(refused_pause)
 }
 
 /// A refusal that comes this long or longer after its SYN comes from across a WAN, and the next
@@ -527,12 +552,13 @@ mod tests {
 
     #[test]
     fn the_next_syn_after_a_far_refusal_leaves_at_once_after_a_near_one_a_moment_later() {
+        let rst = io::ErrorKind::ConnectionRefused;
         for far in [
             FAR_REFUSAL,
             Duration::from_millis(40),
             Duration::from_secs(1),
         ] {
-            assert_eq!(pause_after(far), None, "{far:?}");
+            assert_eq!(pause_after(far, rst), None, "{far:?}");
         }
         for near in [
             Duration::ZERO,
@@ -540,10 +566,26 @@ mod tests {
             Duration::from_millis(4),
         ] {
             for _ in 0..100 {
-                let pause = pause_after(near).expect("a pause after a near refusal");
+                let pause = pause_after(near, rst).expect("a pause after a near RST");
                 assert!(
                     (Duration::from_micros(500)..Duration::from_micros(1500)).contains(&pause),
                     "{near:?}: {pause:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_next_syn_after_an_icmp_rejection_leaves_at_once_near_or_far() {
+        for refusal in [
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::PermissionDenied,
+        ] {
+            for round_trip in [Duration::ZERO, Duration::from_millis(4), FAR_REFUSAL] {
+                assert_eq!(
+                    pause_after(round_trip, refusal),
+                    None,
+                    "{refusal:?} after {round_trip:?}"
                 );
             }
         }
