@@ -218,9 +218,12 @@ impl Config {
     /// SYN, which also reopens the mapping in our own NAT that the RST closed, for the remote's
     /// SYN; 16 SYNs at most, until the window has passed. A refusal that took 5 ms or more came
     /// from across a WAN, and the next SYN leaves at once: the remote's own SYN often comes
-    /// right behind its NAT's RST, and meets our NAT's RST until our next SYN has left. A
-    /// refusal that came sooner is from a host nearby, and the next SYN leaves 1 to 3 ms later
-    /// (at random, about 2 ms on average: tokio's timer counts whole milliseconds). The window
+    /// right behind its NAT's RST, and meets our NAT's RST until our next SYN has left. A RST
+    /// that came sooner is from a host nearby, and the next SYN leaves 1 to 3 ms later (at
+    /// random, about 2 ms on average: tokio's timer counts whole milliseconds). After an ICMP
+    /// rejection the next SYN leaves at once, near or far: our NAT's mapping stays open, and a
+    /// remote SYN that passes it between two of our SYNs reaches our listener, where a Linux NAT
+    /// drops the connection's data (`docs/nat-zoo.md`, `prohibited-listen-side`). The window
     /// spans the next attempt of a go-libp2p peer that leads a hole punch and dialed first: it
     /// takes the first refusal as final and tries again about 400 ms later, when our SYN in
     /// flight lets its new SYN through our NAT (`docs/nat-zoo.md`, asymmetric paths).

@@ -303,7 +303,7 @@ async fn connect_from_listening_port(
                     config.rst_retry_window,
                 ) =>
             {
-                tracing::debug!(%local, %remote, attempts, "refused; trying again from the same port");
+                let refused = attempts;
                 attempts += 1;
                 let claim = claim.get_or_insert_with(|| lease.claim());
                 let attempt = pin!(resend(
@@ -311,7 +311,8 @@ async fn connect_from_listening_port(
                     remote,
                     bind,
                     (&mut last_syn, e.kind()),
-                    metrics
+                    metrics,
+                    || tracing::debug!(%local, %remote, attempts = refused, "refused; the next SYN left from the same port"),
                 ));
                 result = match future::select(claim, attempt).await {
                     Either::Left((io, _)) => return Ok(claimed(io, local, remote)),
@@ -378,7 +379,16 @@ async fn refused_tail(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match resend(&config, remote, bind, (&mut last_syn, refusal), &metrics).await {
+        match resend(
+            &config,
+            remote,
+            bind,
+            (&mut last_syn, refusal),
+            &metrics,
+            || {},
+        )
+        .await
+        {
             Err((Step::Connect, e))
                 if try_again(
                     &e,
@@ -411,19 +421,30 @@ fn try_again(
 /// The next SYN from `bind` to `remote` after `refusal` of the one sent at `last_syn` (which it
 /// updates), counted as a retry: at once if the refusal came from across a WAN
 /// ([`FAR_REFUSAL`]) or was an ICMP rejection, else after [`refused_pause`] ([`pause_after`]).
+/// Runs `sent` once the SYN has left (or the attempt ended at once): a log line there stays out
+/// of the time between the refusal and the next SYN, which in a hole punch is time our listening
+/// port has no socket in SYN_SENT (see [`pause_after`]).
 async fn resend(
     config: &Config,
     remote: SocketAddr,
     bind: SocketAddr,
     (last_syn, refusal): (&mut Instant, io::ErrorKind),
     metrics: &Metrics,
+    sent: impl FnOnce(),
 ) -> Result<tokio::net::TcpStream, (Step, io::Error)> {
     metrics.rst_retry();
     if let Some(pause) = pause_after(last_syn.elapsed(), refusal) {
         tokio::time::sleep(pause).await;
     }
     *last_syn = Instant::now();
-    connect(config, remote, Some(bind)).await
+    let mut connecting = pin!(connect(config, remote, Some(bind)));
+    // The first poll sends the SYN.
+    let first = futures::poll!(connecting.as_mut());
+    sent();
+    match first {
+        Poll::Ready(result) => result,
+        Poll::Pending => connecting.await,
+    }
 }
 
 /// The pause before the next SYN after `refusal`, which came `round_trip` after its SYN: none
