@@ -253,12 +253,12 @@ enum NotConnected {
 /// the caller to look ([`Lease::taken_after_refusal`]).
 ///
 /// A refusal from a non-loopback remote (a RST or an ICMP rejection: [`refused_for_now`]) is
-/// answered with a new SYN from the same address, at once across a WAN and about 2 ms later
-/// from a host nearby (see [`resend`]), at most [`REFUSED_ATTEMPTS`] in all
-/// and until the configured window has passed: in a hole punch the remote's NAT refuses SYNs
-/// that arrive before its own host's SYN has opened the mapping, and our next SYN both tries
-/// again and reopens our own NAT's mapping, which the refusal closed, for the remote's SYN (see
-/// [`Config::rst_retry_window`]).
+/// answered with a new SYN from the same address, at once across a WAN or after an ICMP
+/// rejection, about 2 ms later after a RST from a host nearby (see [`resend`]), at most
+/// [`REFUSED_ATTEMPTS`] in all and until the configured window has passed: in a hole punch the
+/// remote's NAT refuses SYNs that arrive before its own host's SYN has opened the mapping, and
+/// our next SYN both tries again and reopens our own NAT's mapping, which the refusal closed,
+/// for the remote's SYN (see [`Config::rst_retry_window`]).
 ///
 /// From the first refusal on, the dial also claims the pair ([`Lease::claim`]): where the
 /// refusal left our NAT's mapping open (an ICMP rejection does), the remote's own SYN reaches
@@ -437,12 +437,16 @@ async fn resend(
         tokio::time::sleep(pause).await;
     }
     *last_syn = Instant::now();
-    let mut connecting = pin!(connect(config, remote, Some(bind)));
-    // The first poll sends the SYN.
+    sent_then(connect(config, remote, Some(bind)), sent).await
+}
+
+/// Polls `connecting` once, which sends its SYN, then runs `then`, then waits for the rest.
+async fn sent_then<F: Future>(connecting: F, then: impl FnOnce()) -> F::Output {
+    let mut connecting = pin!(connecting);
     let first = futures::poll!(connecting.as_mut());
-    sent();
+    then();
     match first {
-        Poll::Ready(result) => result,
+        Poll::Ready(output) => output,
         Poll::Pending => connecting.await,
     }
 }
@@ -610,5 +614,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn what_comes_after_the_syn_runs_after_the_first_poll_and_before_the_connection() {
+        let steps = std::cell::RefCell::new(Vec::new());
+        let connecting = async {
+            steps.borrow_mut().push("SYN sent");
+            tokio::task::yield_now().await;
+            steps.borrow_mut().push("connected");
+        };
+        sent_then(connecting, || steps.borrow_mut().push("then")).await;
+        assert_eq!(*steps.borrow(), ["SYN sent", "then", "connected"]);
     }
 }
