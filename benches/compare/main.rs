@@ -42,7 +42,7 @@ use std::time::Duration;
 use crate::{
     impls::{IMPLS, Impl, N, order},
     report::{Report, machine, only},
-    samples::{Samples, median, p50},
+    samples::{Samples, median, p50, paired_percent},
     servers::Close,
 };
 
@@ -51,6 +51,21 @@ fn current_thread() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// The two rows of this crate's `metric` as a percentage of libp2p-tcp's and of raw tokio's,
+/// each the median of the rounds' ratios (`per_round`: each column's figures in the order of
+/// the rounds, which ran interleaved). The verdict against libp2p-tcp reads from these: a
+/// ratio of medians keeps the drift of a shared machine between the columns' rounds.
+fn paired_rows(report: &mut Report, row: &str, metric: &str, per_round: &[Vec<f64>; N]) {
+    for (other, name) in [(Impl::Tcp, "libp2p-tcp"), (Impl::Raw, "raw")] {
+        report.add(
+            row,
+            &format!("{metric}, ours as % of {name} (median of the rounds' ratios)"),
+            only(&[(Impl::Ours, paired_percent(per_round, other))]),
+            false,
+        );
+    }
 }
 
 /// Says of every implementation that cannot be measured in this run why not.
@@ -154,13 +169,15 @@ fn main() {
             (200, "4b 200 concurrent dials, 200 listeners"),
         ] {
             eprintln!("row {label}");
-            let mut results = rt.block_on(workloads::concurrent(listeners, scale(5, 2)));
+            let mut results = rt.block_on(workloads::concurrent(listeners, scale(21, 2)));
+            let walls = results.each_ref().map(|(_, w)| w.clone());
             report.add(
                 label,
                 "wall ms (median)",
                 results.each_mut().map(|(_, w)| median(w)),
                 true,
             );
+            paired_rows(&mut report, label, "wall ms", &walls);
             let samples: [Samples; N] = results.map(|(samples, _)| samples);
             report.add(
                 label,
@@ -217,15 +234,10 @@ fn main() {
             }
         }
         let row = "6 one connection, 64 KiB writes";
-        // The ratio of each round's figures, which ran a moment apart, cancels the drift of a
-        // shared machine that the ratio of the medians keeps.
-        let paired = |other: Impl| {
-            let [ours, other] = [Impl::Ours, other]
-                .map(|w| &mibs[IMPLS.iter().position(|i| *i == w).expect("a column")]);
-            let mut ratios: Vec<f64> = ours.iter().zip(other).map(|(o, x)| o / x).collect();
-            100.0 * median(&mut ratios)
-        };
-        let (over_tcp, over_raw) = (paired(Impl::Tcp), paired(Impl::Raw));
+        let (over_tcp, over_raw) = (
+            paired_percent(&mibs, Impl::Tcp),
+            paired_percent(&mibs, Impl::Raw),
+        );
         report.add(
             row,
             "MiB/s (median)",
@@ -249,17 +261,20 @@ fn main() {
     if wanted("7") {
         eprintln!("row 7: accept rate");
         let mut rates: [Vec<f64>; N] = Default::default();
-        for round in 0..scale(7, 2) {
+        for round in 0..scale(11, 2) {
             for i in order(round) {
                 rates[i].push(rt.block_on(workloads::accept_rate(IMPLS[i], scale(2000, 400))));
             }
         }
+        let row = "7 accept, 2 dialing tasks";
+        let per_round = rates.clone();
         report.add(
-            "7 accept, 2 dialing tasks",
+            row,
             "conns/s (median)",
             rates.each_mut().map(|r| median(r)),
             true,
         );
+        paired_rows(&mut report, row, "conns/s", &per_round);
     }
 
     if wanted("8") {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use libp2p_reuseport::{Fallback, PortOrigin};
 
-use crate::impls::{Conn, Dialer};
+use crate::impls::{Conn, Dialer, IMPLS, Impl, N};
 
 /// Samples of one implementation in one row.
 #[derive(Default)]
@@ -100,4 +100,19 @@ pub(crate) fn p50(times: &mut [Duration]) -> f64 {
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// This crate's figure as a percentage of `other`'s: the median of the rounds' ratios, where
+/// `per_round` holds each column's figures in the order of the rounds. The two figures of a
+/// round ran a moment apart, so their ratio cancels the drift of a shared machine that the
+/// ratio of the medians keeps. NaN if either column has no figures.
+pub(crate) fn paired_percent(per_round: &[Vec<f64>; N], other: Impl) -> f64 {
+    let column =
+        |which: Impl| &per_round[IMPLS.iter().position(|i| *i == which).expect("a column")];
+    let mut ratios: Vec<f64> = column(Impl::Ours)
+        .iter()
+        .zip(column(other))
+        .map(|(ours, theirs)| ours / theirs)
+        .collect();
+    100.0 * median(&mut ratios)
 }
