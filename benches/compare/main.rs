@@ -312,8 +312,11 @@ fn main() {
 
     if wanted("10") {
         eprintln!("row 10: accepting on a shared listener (TCP and WebSocket on one socket)");
-        let ([shared, plain, raw, raw_first], [shared_us, plain_us, raw_us, raw_first_us]) =
-            rt.block_on(shared::costs(scale(7, 2), scale(2000, 400)));
+        let (
+            [shared, plain, raw, raw_first],
+            [shared_us, plain_us, raw_us, raw_first_us],
+            [shared_raw, plain_raw, shared_raw_first],
+        ) = rt.block_on(shared::costs(scale(11, 2), scale(2000, 400)));
         let row = "10 accept, client sends first bytes, 2 dialing tasks";
         report.add(
             row,
@@ -333,6 +336,21 @@ fn main() {
             only(&[(Impl::Ours, shared), (Impl::Raw, raw_first)]),
             true,
         );
+        for (listener, percent) in [
+            ("shared listener, % of raw", shared_raw),
+            ("plain listener, % of raw", plain_raw),
+            (
+                "shared listener, % of raw waiting for first bytes",
+                shared_raw_first,
+            ),
+        ] {
+            report.add(
+                row,
+                &format!("conns/s, {listener} (median of the rounds' ratios)"),
+                only(&[(Impl::Ours, percent)]),
+                false,
+            );
+        }
         report.add(
             row,
             "us per accept, shared minus plain",

@@ -210,8 +210,11 @@ async fn latencies(kind: Kind, connections: usize) -> Vec<f64> {
 }
 
 /// The figures of row 10 per listener (shared, plain, raw, raw waiting for first bytes): accept
-/// rate (median over rounds) and the median time from connect to accepted.
-pub(crate) async fn costs(rounds: usize, connections: usize) -> ([f64; 4], [f64; 4]) {
+/// rate (median over rounds) and the median time from connect to accepted; and the accept
+/// rates of the shared listener against raw tokio, the plain listener against raw tokio, and
+/// the shared listener against raw tokio waiting for first bytes, each in % as the median of
+/// the rounds' ratios (the listeners of a round ran a moment apart).
+pub(crate) async fn costs(rounds: usize, connections: usize) -> ([f64; 4], [f64; 4], [f64; 3]) {
     let mut rates: [Vec<f64>; 4] = Default::default();
     let mut times: [Vec<f64>; 4] = Default::default();
     for round in 0..rounds {
@@ -222,8 +225,19 @@ pub(crate) async fn costs(rounds: usize, connections: usize) -> ([f64; 4], [f64;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let paired = |ours: Kind, other: Kind| {
+        let (ours, other) = (&rates[ours as usize], &rates[other as usize]);
+        let mut ratios: Vec<f64> = ours.iter().zip(other).map(|(o, x)| o / x).collect();
+        100.0 * median(&mut ratios)
+    };
+    let ratios = [
+        paired(Kind::Shared, Kind::Raw),
+        paired(Kind::Plain, Kind::Raw),
+        paired(Kind::Shared, Kind::RawFirstBytes),
+    ];
     (
         rates.each_mut().map(|r| median(r)),
         times.each_mut().map(|t| median(t)),
+        ratios,
     )
 }
