@@ -20,7 +20,10 @@ use std::{
 
 use futures::{Stream, StreamExt, future, stream::SelectAll};
 use if_watch::{IfEvent, tokio::IfWatcher};
-use libp2p_core::transport::{ListenerId, TransportEvent};
+use libp2p_core::{
+    Multiaddr,
+    transport::{ListenerId, TransportEvent},
+};
 
 use crate::{
     TcpStream,
@@ -173,6 +176,9 @@ pub(crate) struct Listener<A> {
     id: ListenerId,
     /// The bound address: the port is concrete, the IP may be unspecified.
     addr: SocketAddr,
+    /// `addr` as a multiaddr: the local address of every connection a listener on a specific IP
+    /// accepts, made once.
+    listen_addr: Multiaddr,
     /// `None` once closed: the source of connections (with its socket or its share of one) and
     /// the interface watcher are released at once, the stream then yields what is queued and
     /// ends.
@@ -197,12 +203,13 @@ struct Open<A> {
 }
 
 impl<A> Open<A> {
-    /// The event for an accepted connection, its pair held by `lease` (when port reuse is on).
+    /// The event for an accepted connection on `local` (`local_addr`, as a multiaddr), its pair
+    /// held by `lease` (when port reuse is on).
     fn incoming(
         &self,
         listener_id: ListenerId,
         io: tokio::net::TcpStream,
-        local: SocketAddr,
+        (local, local_addr): (SocketAddr, Multiaddr),
         remote: SocketAddr,
         lease: Option<Lease>,
     ) -> Event {
@@ -221,7 +228,7 @@ impl<A> Open<A> {
         TransportEvent::Incoming {
             listener_id,
             upgrade: future::ready(Ok(stream)),
-            local_addr: to_multiaddr(local),
+            local_addr,
             send_back_addr: to_multiaddr(remote),
         }
     }
@@ -238,18 +245,20 @@ impl<A: Accept> Listener<A> {
         metrics: Metrics,
     ) -> io::Result<Self> {
         let mut queued = VecDeque::with_capacity(2);
+        let listen_addr = to_multiaddr(addr);
         let if_watcher = if addr.ip().is_unspecified() {
             Some(IfWatcher::new().map_err(|e| error::context(e, "watch interfaces"))?)
         } else {
             queued.push_back(TransportEvent::NewAddress {
                 listener_id: id,
-                listen_addr: to_multiaddr(addr),
+                listen_addr: listen_addr.clone(),
             });
             None
         };
         Ok(Self {
             id,
             addr,
+            listen_addr,
             open: Some(Open {
                 backlog: source.drained_backlog(),
                 source,
@@ -343,6 +352,7 @@ impl<A: Accept> Listener<A> {
                     remote,
                     lease,
                 } = taken;
+                let local = (local, to_multiaddr(local));
                 return Poll::Ready(open.incoming(self.id, io, local, remote, Some(lease)));
             }
             Poll::Ready(Err(error)) => {
@@ -365,9 +375,9 @@ impl<A: Accept> Listener<A> {
             }
         };
         // A wildcard listener's connections arrive on different local IPs.
-        let local = if self.addr.ip().is_unspecified() {
+        let (local, local_addr) = if self.addr.ip().is_unspecified() {
             match io.local_addr() {
-                Ok(local) => local,
+                Ok(local) => (local, to_multiaddr(local)),
                 Err(e) => {
                     return Poll::Ready(TransportEvent::ListenerError {
                         listener_id: self.id,
@@ -382,7 +392,7 @@ impl<A: Accept> Listener<A> {
                 }
             }
         } else {
-            self.addr
+            (self.addr, self.listen_addr.clone())
         };
         tracing::trace!(listener = %self.id, %local, %remote, "accepted");
         let (io, lease) = match &open.pairs {
@@ -396,7 +406,7 @@ impl<A: Accept> Listener<A> {
             },
             None => (io, None),
         };
-        Poll::Ready(open.incoming(self.id, io, local, remote, lease))
+        Poll::Ready(open.incoming(self.id, io, (local, local_addr), remote, lease))
     }
 }
 

@@ -55,9 +55,14 @@ pub(crate) fn tcp_prefix(addr: &Multiaddr) -> Option<(SocketAddr, bool)> {
     Some((SocketAddr::new(ip, port), bare))
 }
 
-/// `/ip4|ip6/<ip>/tcp/<port>` for a socket address.
+/// The most bytes `/ip4|ip6/<ip>/tcp/<port>` takes: the protocol codes (one byte each), an IPv6
+/// address and a port.
+const SOCKET_ADDR_LEN: usize = 1 + 16 + 1 + 2;
+
+/// `/ip4|ip6/<ip>/tcp/<port>` for a socket address, in one allocation (each accepted connection
+/// makes one).
 pub(crate) fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
-    Multiaddr::empty()
+    Multiaddr::with_capacity(SOCKET_ADDR_LEN)
         .with(addr.ip().into())
         .with(Protocol::Tcp(addr.port()))
 }
