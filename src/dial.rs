@@ -461,8 +461,9 @@ async fn sent_then<F: Future>(connecting: F, then: impl FnOnce()) -> F::Output {
 /// Between two SYNs the SYN reaches our listener instead. The claim hands that connection to
 /// the dial ([`connect_from_listening_port`]), and behind a firewall it works, but a Linux NAT
 /// has tracked our first SYN's sequence number and never lets the listener's SYN-ACK and data
-/// through: its entry stays in SYN_SENT2 (`docs/nat-zoo.md`, `prohibited-listen-side`). A pause
-/// would leave the pair without a socket in SYN_SENT most of the time a round trip that short.
+/// through: its entry stays in SYN_SENT2 (`docs/nat-zoo.md`, `prohibited-listen-side`). Where
+/// the ICMP comes back within a few milliseconds, a pause of 1 to 3 ms would leave the pair
+/// without a socket in SYN_SENT for most of the time.
 fn pause_after(round_trip: Duration, refusal: io::ErrorKind) -> Option<Duration> {
     let rst = refusal == io::ErrorKind::ConnectionRefused;
     (rst && round_trip < FAR_REFUSAL).then(refused_pause)
