@@ -42,10 +42,15 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-# Debian's packages, by name, when a tool is missing.
+# Debian's packages, by name, when a tool is missing. The checks for x86_64-pc-windows-gnu need
+# mingw as the Wine tests do: its dlltool builds the standard library's raw-dylib imports, its
+# gcc ring's C.
 need=()
-for package in rustc-web cargo-web rust-web-src rust-web-clippy clang-22 llvm-22; do
-    dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
+for package in rustc-web cargo-web rust-web-src rust-web-clippy clang-22 llvm-22 \
+    gcc-mingw-w64-x86-64; do
+    # Installed, not merely known (a removed package keeps its configuration files).
+    [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" = "install ok installed" ] \
+        || need+=("$package")
 done
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
